@@ -1,0 +1,54 @@
+"""Settings for the conference line: copy to config.py (kept out of git) and edit.
+
+Every name here can also be set in the environment or in a .env file, which win over this file.
+Leave the Twilio credentials unset to run in local mode: no Twilio account needed, codes are
+printed to the console, and the example participants below are loaded into an empty database.
+"""
+
+# Twilio credentials (Console > Account info). The auth token also checks webhook signatures.
+# With these set, SECRET_KEY is required and no example data is ever loaded.
+TWILIO_ACCOUNT_SID = None  # "ACxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+TWILIO_AUTH_TOKEN = None
+
+# Twilio Verify service SID ("VA..."): Verify makes, sends and checks the codes.
+# Unset: the built-in provider makes codes here and texts them from TWILIO_PHONE_NUMBER.
+VERIFY_SERVICE_SID = None
+
+# The line's number in E.164 form; the sender of built-in SMS and voice codes.
+TWILIO_PHONE_NUMBER = None  # "+18005550100"
+
+# Base URL replacing https://<product>.twilio.com, for a fake Twilio in tests and benchmarks.
+TWILIO_API_URL = None
+
+# Seconds before a Twilio REST call gives up (Twilio drops a webhook after 15 s).
+TWILIO_TIMEOUT_SECONDS = 5
+
+# SQLAlchemy URL: sqlite:///path.db, postgres://... or postgresql://...
+# Unset: a SQLite file in the instance folder.
+DATABASE_URL = None
+
+# Optional Redis for HTTP rate limits shared across instances.
+REDIS_URL = None
+
+# Signs sessions and CSRF tokens and keys the code hashes. Required with Twilio credentials:
+#   python -c "import secrets; print(secrets.token_hex(32))"
+SECRET_KEY = None
+
+# The https URL Twilio calls, when the app sits behind a TLS proxy or a tunnel such as ngrok.
+# Signatures are checked against this + path + query.
+PUBLIC_BASE_URL = None
+
+# Built-in provider: code lifetime in seconds (1 to 600).
+OTP_TTL_SECONDS = 600
+# Wrong codes before a number is locked out, and the lockout's length in seconds.
+MAX_ATTEMPTS = 3
+LOCKOUT_SECONDS = 600
+
+# The seed tutorial's participant list; loaded into an empty database (by init-db, or at start in
+# local mode) into the room "main". Manage the list afterwards with `flask --app ivr participants`.
+MODERATOR = "+18005551234"
+KNOWN_PARTICIPANTS = {
+    "+18005559876": "Blathers",
+    "+18005554321": "Mabel",
+    "+18005556789": "Tommy",
+}

@@ -1,0 +1,46 @@
+"""The OTP-protected conference line: a Flask app that answers Twilio voice webhooks."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+
+from ivr.settings import DEFAULTS, SettingsError, read_sources, validate
+
+# gunicorn's "App failed to load" status: it stops instead of restarting workers forever.
+EXIT_BAD_SETTINGS = 4
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the app from `config`, or from config.py, .env and the environment if None."""
+    raw = {**DEFAULTS, **config} if config is not None else read_sources(Path.cwd(), os.environ)
+    app = Flask(__name__, instance_path=_instance_path(raw.get("INSTANCE_PATH")))
+    try:
+        settings = validate(raw, Path(app.instance_path))
+    except SettingsError as error:
+        sys.stderr.write(f"ivr: configuration error: {error}\n")
+        raise SystemExit(EXIT_BAD_SETTINGS) from None
+    app.config.update(settings)
+
+    from ivr import cli, health, voice
+    from ivr.services import build_services, seed_participants
+
+    app.extensions["ivr"] = ivr = build_services(settings)
+    if settings["LOCAL_MODE"]:
+        # Local mode runs without init-db: the schema and the example callers appear on first use.
+        ivr.store.create_schema()
+        seed_participants(ivr.store, settings)
+
+    app.register_blueprint(voice.bp)
+    app.register_blueprint(health.bp)
+    cli.register(app)
+    return app
+
+
+def _instance_path(configured: str | None) -> str | None:
+    return str(Path(configured).resolve()) if configured else None

@@ -1,0 +1,54 @@
+"""Phone numbers: E.164 normalisation and the caller IDs Twilio uses for a withheld number."""
+
+from __future__ import annotations
+
+import phonenumbers
+
+# What Twilio puts in From when the caller hides their number: "+266696687" spells ANONYMOUS on
+# a keypad; carriers also pass words through.
+WITHHELD_CALLER_IDS = {
+    "",
+    "+266696687",
+    "266696687",
+    "anonymous",
+    "private",
+    "restricted",
+    "unknown",
+    "unavailable",
+    "blocked",
+}
+
+
+def parse_phone(raw: str) -> str | None:
+    """Return `raw` as an E.164 number, or None if it is not a valid international number."""
+    text = raw.strip()
+    if not text.startswith("+"):
+        return None
+    try:
+        number = phonenumbers.parse(text, None)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_valid_number(number):
+        return None
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def is_withheld(raw: str | None) -> bool:
+    """Return whether a caller ID says the number was hidden."""
+    return (raw or "").strip().lower() in WITHHELD_CALLER_IDS
+
+
+def caller_phone(raw: str | None) -> str | None:
+    """Return the caller's E.164 number, or None for withheld, client:, sip: or invalid IDs."""
+    if is_withheld(raw):
+        return None
+    text = (raw or "").strip()
+    if text.lower().startswith(("client:", "sip:")):
+        return None
+    return parse_phone(text)
+
+
+def international(phone: str) -> str:
+    """Format an E.164 number for people: +1 800-555-9876."""
+    number = phonenumbers.parse(phone, None)
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.INTERNATIONAL)

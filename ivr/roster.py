@@ -1,0 +1,82 @@
+"""Participant rows from people: one number, or a CSV file of phone,name,role[,room].
+
+Shared by the command line and the admin console, so both accept and refuse the same input.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable
+
+from ivr.phones import parse_phone
+from ivr.store import DEFAULT_ROOM_NAME, ParticipantRow, Role
+
+CSV_COLUMNS = ["phone", "name", "role", "room"]
+MAX_NAME_LENGTH = 100
+
+
+class RosterError(ValueError):
+    """Input that cannot become a participant; the message names the problem."""
+
+
+def phone_from_text(raw: str) -> str:
+    """Return `raw` in E.164 form or raise RosterError."""
+    phone = parse_phone(raw)
+    if phone is None:
+        raise RosterError(
+            f"{raw.strip()!r} is not a valid phone number: use international format, "
+            "e.g. +18005559876"
+        )
+    return phone
+
+
+def participant(phone: str, name: str, role: str = "", room: str = "") -> ParticipantRow:
+    """Return a validated row; blank role means participant, blank room the default room."""
+    clean_name = " ".join(name.split())
+    if not clean_name:
+        raise RosterError("the name is empty")
+    if len(clean_name) > MAX_NAME_LENGTH:
+        raise RosterError(f"the name is longer than {MAX_NAME_LENGTH} characters")
+    role_text = role.strip().lower() or Role.PARTICIPANT
+    if role_text not in {r.value for r in Role}:
+        raise RosterError(f"role {role.strip()!r} is not moderator or participant")
+    room_name = " ".join(room.split()) or DEFAULT_ROOM_NAME
+    return ParticipantRow(phone_from_text(phone), clean_name, Role(role_text), room_name)
+
+
+def read_csv(text: str) -> list[ParticipantRow]:
+    """Parse a whole CSV file; raise RosterError naming the first bad row."""
+    rows: list[ParticipantRow] = []
+    seen: dict[tuple[str, str], int] = {}
+    for line_number, cells in enumerate(csv.reader(io.StringIO(text)), start=1):
+        if not any(cell.strip() for cell in cells):
+            continue
+        if line_number == 1 and cells[0].strip().lower() == "phone":
+            continue
+        if not 2 <= len(cells) <= 4:
+            raise RosterError(
+                f"row {line_number}: expected phone,name,role[,room], got {len(cells)} columns"
+            )
+        try:
+            row = participant(*cells)
+        except RosterError as error:
+            raise RosterError(f"row {line_number}: {error}") from None
+        key = (row.room, row.phone)
+        if key in seen:
+            raise RosterError(
+                f"row {line_number}: {row.phone} is already on row {seen[key]} for room {row.room}"
+            )
+        seen[key] = line_number
+        rows.append(row)
+    if not rows:
+        raise RosterError("the file has no participants")
+    return rows
+
+
+def write_csv(rows: Iterable[ParticipantRow], handle: io.TextIOBase) -> None:
+    """Write rows in the same format read_csv reads."""
+    writer = csv.writer(handle, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for row in rows:
+        writer.writerow([row.phone, row.name, row.role.value, row.room])

@@ -1,0 +1,462 @@
+"""The database: models and every SQL statement the line issues.
+
+Counters that several workers or instances share (failed attempts, lockouts, codes sent) are
+changed by single atomic statements or under a row lock, never read-modify-written in Python.
+Times are naive UTC.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+
+from sqlalchemy import (
+    DateTime,
+    ForeignKey,
+    Integer,
+    String,
+    UniqueConstraint,
+    and_,
+    case,
+    create_engine,
+    delete,
+    event,
+    func,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, sessionmaker
+
+DEFAULT_ROOM_NAME = "main"
+
+
+def utcnow() -> datetime:
+    """Return the current time as naive UTC, the form every column stores."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class Role(StrEnum):
+    MODERATOR = "moderator"
+    PARTICIPANT = "participant"
+
+
+class Outcome(StrEnum):
+    """What happened on a call, as the call log records it."""
+
+    CODE_SENT = "code sent"
+    JOINED_MODERATOR = "joined as moderator"
+    JOINED_PARTICIPANT = "joined as participant"
+    WRONG_CODE = "wrong code"
+    EXPIRED_CODE = "expired code"
+    LOCKED_OUT = "locked out"
+    SEND_LIMIT = "send limit reached"
+    UNKNOWN_NUMBER = "unknown number"
+    WITHHELD_NUMBER = "withheld number"
+    INVALID_NUMBER = "invalid number"
+    PROVIDER_ERROR = "provider error"
+    NO_INPUT = "no input"
+    APPLICATION_ERROR = "application error"
+    CONFERENCE_START = "conference started"
+    CONFERENCE_END = "conference ended"
+    CONFERENCE_JOIN = "entered conference"
+    CONFERENCE_LEAVE = "left conference"
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Room(Base):
+    __tablename__ = "rooms"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    # The number callers dial for this room; the room without one takes every other line.
+    line_number: Mapped[str | None] = mapped_column(String(20), unique=True)
+    hold_music_url: Mapped[str | None] = mapped_column(String(500))
+
+    participants: Mapped[list[Participant]] = relationship(
+        back_populates="room", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class Participant(Base):
+    __tablename__ = "participants"
+    __table_args__ = (UniqueConstraint("room_id", "phone"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    room_id: Mapped[int] = mapped_column(ForeignKey("rooms.id", ondelete="CASCADE"), index=True)
+    phone: Mapped[str] = mapped_column(String(20), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    role: Mapped[str] = mapped_column(String(20), default=Role.PARTICIPANT)
+
+    room: Mapped[Room] = relationship(back_populates="participants")
+
+
+class NumberGuard(Base):
+    """Failed code entries and the lockout they earn, per caller number."""
+
+    __tablename__ = "number_guards"
+
+    phone: Mapped[str] = mapped_column(String(20), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class CodeSend(Base):
+    """One code sent to a number; the last hour of these caps further sends."""
+
+    __tablename__ = "code_sends"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    phone: Mapped[str] = mapped_column(String(20), index=True)
+    sent_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class OneTimeCode(Base):
+    """The built-in provider's pending code for a number: a keyed hash, never the digits."""
+
+    __tablename__ = "one_time_codes"
+
+    phone: Mapped[str] = mapped_column(String(20), primary_key=True)
+    code_hash: Mapped[str] = mapped_column(String(64))
+    expires_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class CallLogEntry(Base):
+    __tablename__ = "call_log"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime, index=True)
+    call_sid: Mapped[str | None] = mapped_column(String(64))
+    phone: Mapped[str | None] = mapped_column(String(40), index=True)
+    name: Mapped[str | None] = mapped_column(String(100))
+    room: Mapped[str | None] = mapped_column(String(100))
+    outcome: Mapped[str] = mapped_column(String(40))
+
+
+@dataclass(frozen=True)
+class CallerAtLine:
+    """Who a caller is on the dialled line: the room, and their entry in it if any."""
+
+    room: str
+    hold_music_url: str | None
+    name: str | None
+    role: Role | None
+    locked_until: datetime | None
+
+
+@dataclass(frozen=True)
+class ParticipantRow:
+    phone: str
+    name: str
+    role: Role
+    room: str = DEFAULT_ROOM_NAME
+
+
+class Store:
+    """The line's database; each method is one transaction."""
+
+    def __init__(self, url: str) -> None:
+        self.engine = _make_engine(url)
+        self._session = sessionmaker(self.engine, expire_on_commit=False)
+
+    def create_schema(self) -> None:
+        """Create missing tables; existing tables and their rows are kept."""
+        Base.metadata.create_all(self.engine)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    def ping(self) -> None:
+        """Run a trivial query; raise if the database cannot be reached."""
+        with self.engine.connect() as connection:
+            connection.execute(select(1))
+
+    # -- rooms and participants -------------------------------------------------------------
+
+    def is_empty(self) -> bool:
+        with self._session() as session:
+            return session.scalar(select(func.count()).select_from(Participant)) == 0
+
+    def seed(self, rows: Iterable[ParticipantRow]) -> int:
+        """Load `rows` if no participant exists yet; return how many were loaded."""
+        rows = list(rows)
+        if not rows or not self.is_empty():
+            return 0
+        return self.import_participants(rows)
+
+    def ensure_default_room(self) -> None:
+        """Create the default room, with no line number, when there are no rooms at all."""
+        with self._session.begin() as session:
+            if session.scalar(select(func.count()).select_from(Room)) == 0:
+                self._room(session, DEFAULT_ROOM_NAME)
+
+    def rooms(self) -> list[Room]:
+        with self._session() as session:
+            return list(session.scalars(select(Room).order_by(Room.name)))
+
+    def add_participant(self, row: ParticipantRow) -> None:
+        """Add a participant to a room, or update their name and role if already there."""
+        self.import_participants([row])
+
+    def import_participants(self, rows: Iterable[ParticipantRow]) -> int:
+        """Add or update every row in one transaction: all of them, or none."""
+        count = 0
+        with self._session.begin() as session:
+            rooms: dict[str, Room] = {}
+            for row in rows:
+                room = rooms.get(row.room) or self._room(session, row.room)
+                rooms[row.room] = room
+                existing = session.scalar(
+                    select(Participant).where(
+                        Participant.room_id == room.id, Participant.phone == row.phone
+                    )
+                )
+                if existing is None:
+                    session.add(
+                        Participant(room_id=room.id, phone=row.phone, name=row.name, role=row.role)
+                    )
+                else:
+                    existing.name, existing.role = row.name, row.role
+                session.flush()
+                count += 1
+        return count
+
+    def participants(self, room: str | None = None) -> list[ParticipantRow]:
+        stmt = select(Participant.phone, Participant.name, Participant.role, Room.name).join(Room)
+        if room is not None:
+            stmt = stmt.where(Room.name == room)
+        stmt = stmt.order_by(Room.name, Participant.role, Participant.name, Participant.phone)
+        with self._session() as session:
+            return [ParticipantRow(p, n, Role(r), rm) for p, n, r, rm in session.execute(stmt)]
+
+    def remove_participant(self, phone: str, room: str | None = None) -> int:
+        """Remove a number from one room, or from every room; return how many rows went."""
+        stmt = delete(Participant).where(Participant.phone == phone)
+        if room is not None:
+            stmt = stmt.where(Participant.room_id.in_(select(Room.id).where(Room.name == room)))
+        with self._session.begin() as session:
+            return session.execute(stmt).rowcount
+
+    def caller_at_line(self, phone: str, line: str | None) -> CallerAtLine | None:
+        """Find the dialled line's room, the caller in it and their lockout, in one query.
+
+        The room is the one whose line number was dialled, else the room without a line number.
+        Returns None when there is no such room.
+        """
+        room_id = (
+            select(Room.id)
+            .where(or_(Room.line_number == line, Room.line_number.is_(None)))
+            .order_by(Room.line_number.is_(None), Room.id)
+            .limit(1)
+            .scalar_subquery()
+        )
+        stmt = (
+            select(
+                Room.name,
+                Room.hold_music_url,
+                Participant.name,
+                Participant.role,
+                NumberGuard.locked_until,
+            )
+            .select_from(Room)
+            .outerjoin(
+                Participant, and_(Participant.room_id == Room.id, Participant.phone == phone)
+            )
+            .outerjoin(NumberGuard, NumberGuard.phone == phone)
+            .where(Room.id == room_id)
+        )
+        with self._session() as session:
+            row = session.execute(stmt).first()
+        if row is None:
+            return None
+        room, music, name, role, locked_until = row
+        return CallerAtLine(room, music, name, Role(role) if role else None, locked_until)
+
+    # -- failed attempts, lockouts and send caps ----------------------------------------------
+
+    def locked_until(self, phone: str) -> datetime | None:
+        """Return when the number's lockout ends, or None if it is not locked now."""
+        with self._session() as session:
+            until = session.scalar(
+                select(NumberGuard.locked_until).where(NumberGuard.phone == phone)
+            )
+        return until if until is not None and until > utcnow() else None
+
+    def record_failure(
+        self, phone: str, max_attempts: int, lockout_seconds: int
+    ) -> datetime | None:
+        """Count a failed entry; at `max_attempts` lock the number and return when it ends."""
+        now = utcnow()
+        until = now + timedelta(seconds=lockout_seconds)
+        reaching = NumberGuard.failures + 1 >= max_attempts
+        first_locks = max_attempts <= 1
+        stmt = (
+            self._insert(NumberGuard)
+            .values(
+                phone=phone,
+                failures=0 if first_locks else 1,
+                locked_until=until if first_locks else None,
+            )
+            .on_conflict_do_update(
+                index_elements=[NumberGuard.phone],
+                set_={
+                    # A lockout starts a fresh count for when it ends.
+                    "failures": case((reaching, 0), else_=NumberGuard.failures + 1),
+                    "locked_until": case((reaching, until), else_=NumberGuard.locked_until),
+                },
+            )
+            .returning(NumberGuard.locked_until)
+        )
+        with self._session.begin() as session:
+            locked_until = session.execute(stmt).scalar_one()
+        return locked_until if locked_until is not None and locked_until > now else None
+
+    def clear_failures(self, phone: str) -> None:
+        with self._session.begin() as session:
+            session.execute(
+                update(NumberGuard).where(NumberGuard.phone == phone).values(failures=0)
+            )
+
+    def unlock(self, phone: str) -> bool:
+        """End a number's lockout and forget its failures; return whether it was locked."""
+        with self._session.begin() as session:
+            result = session.execute(
+                update(NumberGuard)
+                .where(NumberGuard.phone == phone, NumberGuard.locked_until > utcnow())
+                .values(failures=0, locked_until=None)
+            )
+            return result.rowcount > 0
+
+    def reserve_send(self, phone: str, per_hour: int) -> bool:
+        """Record a code send unless `per_hour` were sent in the last hour; return whether sent.
+
+        The number's guard row is locked first, so concurrent sends on any instance queue up
+        behind each other and the cap cannot be overshot.
+        """
+        now = utcnow()
+        lock_row = (
+            self._insert(NumberGuard)
+            .values(phone=phone, failures=0)
+            .on_conflict_do_update(
+                index_elements=[NumberGuard.phone],
+                set_={"failures": NumberGuard.failures},
+            )
+        )
+        with self._session.begin() as session:
+            session.execute(lock_row)
+            session.execute(
+                delete(CodeSend).where(
+                    CodeSend.phone == phone, CodeSend.sent_at <= now - timedelta(hours=1)
+                )
+            )
+            sent = session.scalar(
+                select(func.count()).select_from(CodeSend).where(CodeSend.phone == phone)
+            )
+            if sent >= per_hour:
+                return False
+            session.add(CodeSend(phone=phone, sent_at=now))
+            return True
+
+    # -- built-in one-time codes --------------------------------------------------------------
+
+    def put_code(self, phone: str, code_hash: str, expires_at: datetime) -> None:
+        """Store a number's code hash, replacing any earlier code."""
+        stmt = (
+            self._insert(OneTimeCode)
+            .values(phone=phone, code_hash=code_hash, expires_at=expires_at)
+            .on_conflict_do_update(
+                index_elements=[OneTimeCode.phone],
+                set_={"code_hash": code_hash, "expires_at": expires_at},
+            )
+        )
+        with self._session.begin() as session:
+            session.execute(stmt)
+
+    def pending_code(self, phone: str) -> tuple[str, datetime] | None:
+        """Return the number's stored code hash and expiry, if any."""
+        with self._session() as session:
+            row = session.execute(
+                select(OneTimeCode.code_hash, OneTimeCode.expires_at).where(
+                    OneTimeCode.phone == phone
+                )
+            ).first()
+        return (row[0], row[1]) if row else None
+
+    def consume_code(self, phone: str, code_hash: str) -> bool:
+        """Delete the number's code if it is still this one; only one caller can win."""
+        with self._session.begin() as session:
+            result = session.execute(
+                delete(OneTimeCode).where(
+                    OneTimeCode.phone == phone,
+                    OneTimeCode.code_hash == code_hash,
+                    OneTimeCode.expires_at > utcnow(),
+                )
+            )
+            return result.rowcount == 1
+
+    # -- call log -----------------------------------------------------------------------------
+
+    def log_call(
+        self,
+        outcome: Outcome,
+        *,
+        call_sid: str | None = None,
+        phone: str | None = None,
+        name: str | None = None,
+        room: str | None = None,
+    ) -> None:
+        with self._session.begin() as session:
+            session.add(
+                CallLogEntry(
+                    at=utcnow(),
+                    call_sid=call_sid,
+                    phone=phone,
+                    name=name,
+                    room=room,
+                    outcome=str(outcome),
+                )
+            )
+
+    def call_log(self, limit: int = 100) -> list[CallLogEntry]:
+        with self._session() as session:
+            return list(
+                session.scalars(select(CallLogEntry).order_by(CallLogEntry.id.desc()).limit(limit))
+            )
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _insert(self, model: type[Base]):
+        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
+        return dialect.insert(model)
+
+    @staticmethod
+    def _room(session, name: str) -> Room:
+        room = session.scalar(select(Room).where(Room.name == name))
+        if room is None:
+            room = Room(name=name)
+            session.add(room)
+            session.flush()
+        return room
+
+
+def _make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 15})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    # Pre-ping so a database restart costs one reconnect, not a failed call.
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+
+
+def _sqlite_pragmas(connection, _record) -> None:
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.close()

@@ -1,0 +1,104 @@
+"""Pure TwiML builders: every word the caller hears, and no request, database or clock."""
+
+from __future__ import annotations
+
+from twilio.twiml.voice_response import Dial, Gather, VoiceResponse
+
+from ivr.store import Role
+
+CODE_LENGTH = 6
+GATHER_TIMEOUT_SECONDS = 10
+# Re-prompts after a Gather that heard nothing, before the line says goodbye.
+MAX_REPROMPTS = 3
+CONFERENCE_EVENTS = "start end join leave mute hold"
+
+WITHHELD = (
+    "Sorry, this line does not accept calls from withheld numbers. "
+    "Please call again with your caller ID shown. Goodbye."
+)
+INVALID_NUMBER = "Sorry, this line cannot accept calls from your number. Goodbye."
+UNKNOWN_NUMBER = "Sorry, I don't recognize the number you're calling from."
+ASK_FOR_CODE = "Please enter the 6 digit code sent to your device."
+NO_DIGITS = "I didn't receive any digits."
+NO_INPUT_GOODBYE = "I didn't receive a code. Goodbye."
+WRONG_CODE = "That code was incorrect. Please try again."
+EXPIRED_CODE = "That code has expired. Please call again for a new code. Goodbye."
+SEND_LIMIT = "Too many codes have been sent to this number. Please try again in an hour. Goodbye."
+PROVIDER_FAULT = (
+    "Sorry, we can't check codes right now. Please try again in a few minutes. Goodbye."
+)
+APPLICATION_FAULT = "Sorry, something went wrong on our side. Please try again later. Goodbye."
+CORRECT = "That was correct. Joining conference."
+
+
+def goodbye(message: str) -> VoiceResponse:
+    """Say `message` and hang up."""
+    response = VoiceResponse()
+    response.say(message)
+    response.hangup()
+    return response
+
+
+def locked_out(minutes_left: int) -> VoiceResponse:
+    """Tell a locked-out caller how long the lockout lasts, and hang up."""
+    minutes = "1 minute" if minutes_left == 1 else f"{minutes_left} minutes"
+    return goodbye(
+        "Too many incorrect codes. This number is locked for "
+        f"{minutes}. Please try again later. Goodbye."
+    )
+
+
+def ask_for_code(message: str, gather_url: str, no_input_url: str) -> VoiceResponse:
+    """Say `message` inside a six-digit Gather; with no digits, go on to `no_input_url`."""
+    response = VoiceResponse()
+    gather = Gather(
+        num_digits=CODE_LENGTH, action=gather_url, method="POST", timeout=GATHER_TIMEOUT_SECONDS
+    )
+    gather.say(message)
+    response.append(gather)
+    response.redirect(no_input_url, method="POST")
+    return response
+
+
+def welcome(name: str, gather_url: str, no_input_url: str) -> VoiceResponse:
+    return ask_for_code(f"Welcome {name}. {ASK_FOR_CODE}", gather_url, no_input_url)
+
+
+def join_conference(
+    room: str,
+    name: str,
+    role: Role,
+    events_url: str,
+    hold_music_url: str | None = None,
+) -> VoiceResponse:
+    """Put the caller into the room's conference; a moderator starts and ends it."""
+    is_moderator = role == Role.MODERATOR
+    response = VoiceResponse()
+    response.say(CORRECT)
+    dial = Dial()
+    dial.conference(
+        room,
+        start_conference_on_enter=is_moderator,
+        end_conference_on_exit=is_moderator,
+        participant_label=name,
+        status_callback=events_url,
+        status_callback_event=CONFERENCE_EVENTS,
+        status_callback_method="POST",
+        wait_url=hold_music_url,
+    )
+    response.append(dial)
+    return response
+
+
+def read_code_aloud(code: str) -> VoiceResponse:
+    """Read a code digit by digit, twice, for a code delivered by a voice call."""
+    digits = ", ".join(code)
+    response = VoiceResponse()
+    response.say(f"Your code is {digits}.")
+    response.pause(length=1)
+    response.say(f"Again, your code is {digits}.")
+    return response
+
+
+def empty() -> VoiceResponse:
+    return VoiceResponse()

@@ -1,0 +1,54 @@
+"""Code providers: start a code for a number, then check what the caller typed.
+
+Two providers share this interface: Twilio Verify (`twilio_verify.py`) and the built-in one
+(`builtin.py`). Failures are split by whose they are: a CheckResult says the caller was wrong or
+late; SendRefused says the provider will not send more codes to this number for now;
+ProviderError says the provider is down, slow or refusing, and nothing the caller did matters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from enum import StrEnum
+from typing import Literal, Protocol
+
+import requests
+from twilio.base.exceptions import TwilioException, TwilioRestException
+
+Channel = Literal["sms", "call"]
+
+
+class CheckResult(StrEnum):
+    APPROVED = "approved"
+    WRONG = "wrong"
+    EXPIRED = "expired"  # also: used, never sent, or checked too often
+
+
+class ProviderError(Exception):
+    """The provider could not do its part: an HTTP error, a timeout or a refused connection."""
+
+
+class SendRefused(Exception):
+    """The provider refuses to send more codes to this number for now."""
+
+
+class CodeProvider(Protocol):
+    def send(self, phone: str, channel: Channel = "sms") -> None:
+        """Start a code for `phone` and deliver it; raise SendRefused or ProviderError."""
+
+    def check(self, phone: str, code: str) -> CheckResult:
+        """Check six digits for `phone`; raise ProviderError if the provider cannot answer."""
+
+
+@contextmanager
+def twilio_faults(action: str) -> Iterator[None]:
+    """Turn anything the twilio library or the network raises into ProviderError."""
+    try:
+        yield
+    except TwilioRestException as error:
+        raise ProviderError(
+            f"{action}: Twilio answered {error.status} (code {error.code})"
+        ) from None
+    except (TwilioException, requests.RequestException) as error:
+        raise ProviderError(f"{action}: {type(error).__name__}") from None

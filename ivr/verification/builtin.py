@@ -1,0 +1,111 @@
+"""Codes made here: six digits from `secrets`, stored as a keyed hash, good once until expiry.
+
+Delivery is separate: Twilio Messaging or a voice call from the line's number, or the console
+outbox in local mode.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import sys
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from twilio.rest import Client
+
+from ivr import twiml
+from ivr.store import Store, utcnow
+from ivr.verification import Channel, CheckResult, twilio_faults
+
+CODE_DIGITS = 6
+
+
+class Delivery(Protocol):
+    def deliver(self, phone: str, code: str, channel: Channel) -> None:
+        """Get `code` to `phone`; raise ProviderError if that failed."""
+
+
+class BuiltinCodes:
+    def __init__(self, store: Store, secret_key: str, ttl_seconds: int, delivery: Delivery):
+        self._store = store
+        self._ttl = timedelta(seconds=ttl_seconds)
+        self._delivery = delivery
+        # A key of its own, so a code hash says nothing about other uses of SECRET_KEY.
+        self._key = hmac.new(secret_key.encode(), b"ivr one-time codes", hashlib.sha256).digest()
+
+    def send(self, phone: str, channel: Channel = "sms") -> None:
+        code = f"{secrets.randbelow(10**CODE_DIGITS):0{CODE_DIGITS}d}"
+        self._store.put_code(phone, self._hash(phone, code), utcnow() + self._ttl)
+        self._delivery.deliver(phone, code, channel)
+
+    def check(self, phone: str, code: str) -> CheckResult:
+        pending = self._store.pending_code(phone)
+        if pending is None:
+            return CheckResult.EXPIRED
+        stored_hash, expires_at = pending
+        if not hmac.compare_digest(self._hash(phone, code), stored_hash):
+            return CheckResult.WRONG
+        if expires_at <= utcnow() or not self._store.consume_code(phone, stored_hash):
+            return CheckResult.EXPIRED
+        return CheckResult.APPROVED
+
+    def _hash(self, phone: str, code: str) -> str:
+        return hmac.new(self._key, f"{phone}:{code}".encode(), hashlib.sha256).hexdigest()
+
+
+def code_text(code: str) -> str:
+    """Return the text message that carries a code."""
+    return f"Your code is {code}"
+
+
+class TwilioDelivery:
+    """Send codes from the line's number: a text message, or a call that reads them out."""
+
+    def __init__(self, client: Client, from_number: str) -> None:
+        self._client = client
+        self._from = from_number
+
+    def deliver(self, phone: str, code: str, channel: Channel) -> None:
+        if channel == "call":
+            with twilio_faults("code call"):
+                self._client.calls.create(
+                    to=phone, from_=self._from, twiml=str(twiml.read_code_aloud(code))
+                )
+        else:
+            with twilio_faults("code text"):
+                self._client.messages.create(to=phone, from_=self._from, body=code_text(code))
+
+
+@dataclass(frozen=True)
+class OutboxMessage:
+    to: str
+    channel: Channel
+    text: str
+    at: datetime = field(default_factory=utcnow)
+
+
+class ConsoleOutbox:
+    """Local mode's delivery: print what the caller's phone would get, and keep the last few."""
+
+    def __init__(self, keep: int = 200, stream=None) -> None:
+        self._messages: deque[OutboxMessage] = deque(maxlen=keep)
+        self._lock = threading.Lock()
+        self._stream = stream
+
+    def deliver(self, phone: str, code: str, channel: Channel) -> None:
+        message = OutboxMessage(phone, channel, code_text(code))
+        with self._lock:
+            self._messages.append(message)
+        label = "Call" if channel == "call" else "SMS"
+        stream = self._stream or sys.stderr
+        stream.write(f"[{label} to {phone}] {message.text}\n")
+        stream.flush()
+
+    def messages(self, to: str | None = None) -> list[OutboxMessage]:
+        with self._lock:
+            return [m for m in self._messages if to is None or m.to == to]

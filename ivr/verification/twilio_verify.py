@@ -1,0 +1,42 @@
+"""Codes by Twilio Verify: Verify makes, sends, expires and checks them."""
+
+from __future__ import annotations
+
+from twilio.base.exceptions import TwilioRestException
+from twilio.rest import Client
+
+from ivr.verification import Channel, CheckResult, SendRefused, twilio_faults
+
+# Verify error codes that are about the caller's number, not an outage.
+MAX_CHECK_ATTEMPTS = 60202
+MAX_SEND_ATTEMPTS = 60203
+
+
+class TwilioVerify:
+    def __init__(self, client: Client, service_sid: str) -> None:
+        self._service = client.verify.v2.services(service_sid)
+
+    def send(self, phone: str, channel: Channel = "sms") -> None:
+        with twilio_faults("Verify send"):
+            try:
+                self._service.verifications.create(to=phone, channel=channel)
+            except TwilioRestException as error:
+                if error.code == MAX_SEND_ATTEMPTS:
+                    raise SendRefused from None
+                raise
+
+    def check(self, phone: str, code: str) -> CheckResult:
+        with twilio_faults("Verify check"):
+            try:
+                check = self._service.verification_checks.create(to=phone, code=code)
+            except TwilioRestException as error:
+                # 404: expired, already approved, or never started; 60202: too many checks.
+                # Either way this code can no longer work - the caller's problem, not an outage.
+                if error.status == 404 or error.code == MAX_CHECK_ATTEMPTS:
+                    return CheckResult.EXPIRED
+                raise
+        if check.status == "approved":
+            return CheckResult.APPROVED
+        if check.status in ("expired", "canceled", "deleted", "max_attempts_reached"):
+            return CheckResult.EXPIRED
+        return CheckResult.WRONG

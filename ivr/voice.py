@@ -1,0 +1,214 @@
+"""Twilio's webhooks: /voice answers the call, /gather checks the code, /conference/events logs.
+
+Views are thin: they read the request, ask the store and the code provider, and hand a TwiML
+builder's answer back. Every answer is 200 text/xml except a bad signature (403).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+
+from flask import Blueprint, Response, abort, current_app, request
+from twilio.twiml.voice_response import VoiceResponse
+from werkzeug.exceptions import HTTPException
+
+from ivr import twiml
+from ivr.phones import caller_phone, is_withheld, parse_phone
+from ivr.services import services
+from ivr.signature import is_signed_by_twilio
+from ivr.store import CallerAtLine, Outcome, Role, utcnow
+from ivr.verification import CheckResult, ProviderError, SendRefused
+
+# Codes sent to one number in any hour, whichever provider sends them.
+SENDS_PER_HOUR = 5
+SIX_DIGITS = re.compile(r"[0-9]{6}")
+CONFERENCE_OUTCOMES = {
+    "conference-start": Outcome.CONFERENCE_START,
+    "conference-end": Outcome.CONFERENCE_END,
+    "participant-join": Outcome.CONFERENCE_JOIN,
+    "participant-leave": Outcome.CONFERENCE_LEAVE,
+}
+
+log = logging.getLogger(__name__)
+bp = Blueprint("voice", __name__)
+
+
+@bp.before_request
+def require_twilio_signature() -> None:
+    config = current_app.config
+    if not is_signed_by_twilio(request, config["SIGNING_TOKEN"], config["PUBLIC_BASE_URL"]):
+        log.warning("refused %s: missing or invalid X-Twilio-Signature", request.path)
+        abort(403)
+
+
+@bp.errorhandler(Exception)
+def speak_the_fault(error: Exception):
+    """Never let Twilio hear a 500: it would tell the caller 'an application error occurred'."""
+    if isinstance(error, HTTPException):
+        return error
+    log.exception("webhook %s failed", request.path)
+    return _twiml(twiml.goodbye(twiml.APPLICATION_FAULT))
+
+
+@bp.post("/voice")
+def voice():
+    call = _Call.from_request()
+    if call.phone is None:
+        return call.refuse_caller_id()
+    caller = services().store.caller_at_line(call.phone, call.line)
+    if caller is None or caller.name is None:
+        call.log(Outcome.UNKNOWN_NUMBER, caller)
+        return _twiml(twiml.goodbye(twiml.UNKNOWN_NUMBER))
+    if _is_locked(caller):
+        return call.locked_out(caller, caller.locked_until)
+
+    if not services().store.reserve_send(call.phone, SENDS_PER_HOUR):
+        call.log(Outcome.SEND_LIMIT, caller)
+        return _twiml(twiml.goodbye(twiml.SEND_LIMIT))
+    try:
+        services().codes.send(call.phone, "sms")
+    except SendRefused:
+        call.log(Outcome.SEND_LIMIT, caller)
+        return _twiml(twiml.goodbye(twiml.SEND_LIMIT))
+    except ProviderError as error:
+        return call.provider_fault(caller, error)
+    call.log(Outcome.CODE_SENT, caller)
+    return _twiml(twiml.welcome(caller.name, *_gather_urls()))
+
+
+@bp.post("/gather")
+def gather():
+    call = _Call.from_request()
+    if call.phone is None:
+        return call.refuse_caller_id()
+    digits = request.form.get("Digits")
+    if digits is None:
+        return _no_input(call)
+
+    store = services().store
+    caller = store.caller_at_line(call.phone, call.line)
+    if caller is None or caller.name is None:
+        call.log(Outcome.UNKNOWN_NUMBER, caller)
+        return _twiml(twiml.goodbye(twiml.UNKNOWN_NUMBER))
+    if _is_locked(caller):
+        return call.locked_out(caller, caller.locked_until)
+
+    if SIX_DIGITS.fullmatch(digits):
+        try:
+            result = services().codes.check(call.phone, digits)
+        except ProviderError as error:
+            return call.provider_fault(caller, error)
+    else:
+        result = CheckResult.WRONG
+
+    if result == CheckResult.APPROVED:
+        store.clear_failures(call.phone)
+        joined = (
+            Outcome.JOINED_MODERATOR
+            if caller.role == Role.MODERATOR
+            else Outcome.JOINED_PARTICIPANT
+        )
+        call.log(joined, caller)
+        events_url = _public_url("/conference/events")
+        return _twiml(
+            twiml.join_conference(
+                caller.room, caller.name, caller.role, events_url, caller.hold_music_url
+            )
+        )
+
+    config = current_app.config
+    locked_until = store.record_failure(
+        call.phone, config["MAX_ATTEMPTS"], config["LOCKOUT_SECONDS"]
+    )
+    if locked_until is not None:
+        return call.locked_out(caller, locked_until)
+    if result == CheckResult.EXPIRED:
+        call.log(Outcome.EXPIRED_CODE, caller)
+        return _twiml(twiml.goodbye(twiml.EXPIRED_CODE))
+    call.log(Outcome.WRONG_CODE, caller)
+    return _twiml(twiml.ask_for_code(twiml.WRONG_CODE, *_gather_urls()))
+
+
+@bp.post("/conference/events")
+def conference_events():
+    outcome = CONFERENCE_OUTCOMES.get(request.form.get("StatusCallbackEvent", ""))
+    if outcome is not None:
+        services().store.log_call(
+            outcome,
+            call_sid=request.form.get("CallSid"),
+            name=request.form.get("ParticipantLabel"),
+            room=request.form.get("FriendlyName"),
+        )
+    return _twiml(twiml.empty())
+
+
+def _no_input(call: _Call) -> Response:
+    """The Gather heard nothing: ask again, without a new code, or say goodbye."""
+    reprompt = request.args.get("reprompt", default=1, type=int)
+    if reprompt > twiml.MAX_REPROMPTS:
+        call.log(Outcome.NO_INPUT, None)
+        return _twiml(twiml.goodbye(twiml.NO_INPUT_GOODBYE))
+    message = f"{twiml.NO_DIGITS} {twiml.ASK_FOR_CODE}"
+    return _twiml(twiml.ask_for_code(message, *_gather_urls(reprompt + 1)))
+
+
+class _Call:
+    """The caller and line of the webhook request being answered."""
+
+    def __init__(self, raw_from: str | None, to: str | None, call_sid: str | None) -> None:
+        self.raw_from = raw_from
+        self.phone = caller_phone(raw_from)
+        self.line = parse_phone(to or "")
+        self.call_sid = call_sid
+
+    @classmethod
+    def from_request(cls) -> _Call:
+        form = request.form
+        return cls(form.get("From"), form.get("To"), form.get("CallSid"))
+
+    def log(self, outcome: Outcome, caller: CallerAtLine | None) -> None:
+        services().store.log_call(
+            outcome,
+            call_sid=self.call_sid,
+            phone=self.phone or (self.raw_from or "")[:40] or None,
+            name=caller.name if caller else None,
+            room=caller.room if caller else None,
+        )
+
+    def refuse_caller_id(self) -> Response:
+        """Refuse a withheld or unusable caller ID; nothing is sent to it."""
+        if is_withheld(self.raw_from):
+            self.log(Outcome.WITHHELD_NUMBER, None)
+            return _twiml(twiml.goodbye(twiml.WITHHELD))
+        self.log(Outcome.INVALID_NUMBER, None)
+        return _twiml(twiml.goodbye(twiml.INVALID_NUMBER))
+
+    def locked_out(self, caller: CallerAtLine, until) -> Response:
+        self.log(Outcome.LOCKED_OUT, caller)
+        minutes_left = max(1, math.ceil((until - utcnow()).total_seconds() / 60))
+        return _twiml(twiml.locked_out(minutes_left))
+
+    def provider_fault(self, caller: CallerAtLine, error: ProviderError) -> Response:
+        log.error("code provider failed for call %s: %s", self.call_sid, error)
+        self.log(Outcome.PROVIDER_ERROR, caller)
+        return _twiml(twiml.goodbye(twiml.PROVIDER_FAULT))
+
+
+def _is_locked(caller: CallerAtLine) -> bool:
+    return caller.locked_until is not None and caller.locked_until > utcnow()
+
+
+def _gather_urls(reprompt: int = 1) -> tuple[str, str]:
+    """Return the Gather's action and where to go when it hears nothing."""
+    return "/gather", f"/gather?reprompt={reprompt}"
+
+
+def _public_url(path: str) -> str:
+    base = current_app.config["PUBLIC_BASE_URL"] or request.host_url.rstrip("/")
+    return f"{base}{path}"
+
+
+def _twiml(response: VoiceResponse) -> Response:
+    return Response(response.to_xml(), status=200, mimetype="text/xml")

@@ -1,0 +1,242 @@
+"""A small local stand-in for Twilio's REST API, reached through TWILIO_API_URL.
+
+It speaks just enough of Verify (verifications and checks, with the documented 404, 60202 and
+60203 answers), Messaging and Calls for the real twilio library to build every request and parse
+every answer. Tests read what was sent and can make the next answers fail or slow.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs
+
+VERIFY_MAX_CHECKS = 5
+VERIFY_MAX_SENDS = 5
+
+ROUTES = [
+    ("verify-send", re.compile(r"^/verify/v2/Services/(VA\w+)/Verifications$")),
+    ("verify-check", re.compile(r"^/verify/v2/Services/(VA\w+)/VerificationCheck$")),
+    ("message", re.compile(r"^/api/2010-04-01/Accounts/(AC\w+)/Messages\.json$")),
+    ("call", re.compile(r"^/api/2010-04-01/Accounts/(AC\w+)/Calls\.json$")),
+]
+
+
+@dataclass
+class Recorded:
+    kind: str
+    path: str
+    form: dict[str, str]
+
+
+@dataclass
+class Verification:
+    sid: str
+    to: str
+    channel: str
+    code: str
+    checks: int = 0
+
+
+@dataclass
+class Fault:
+    status: int
+    code: int
+    message: str
+    times: int = 1
+
+
+@dataclass
+class FakeTwilio:
+    account_sid: str
+    auth_token: str
+    latency: float = 0.0
+    requests: list[Recorded] = field(default_factory=list)
+    verifications: dict[str, Verification] = field(default_factory=dict)
+    sends_per_number: dict[str, int] = field(default_factory=dict)
+    faults: dict[str, Fault] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def start(self, port: int = 0) -> FakeTwilio:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:  # noqa: N802 - the http.server API
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length).decode()
+                form = {k: v[-1] for k, v in parse_qs(body, keep_blank_values=True).items()}
+                status, payload = fake.answer(self.path, self.headers.get("Authorization"), form)
+                data = json.dumps(payload).encode()
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up waiting, as a timeout test means it to
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def reset(self) -> None:
+        with self.lock:
+            self.requests.clear()
+            self.verifications.clear()
+            self.sends_per_number.clear()
+            self.faults.clear()
+            self.latency = 0.0
+
+    # -- what tests ask --------------------------------------------------------------------
+
+    def fail(self, kind: str, status: int, code: int, message: str = "", times: int = 1) -> None:
+        """Answer the next `times` requests of `kind` with a Twilio error."""
+        self.faults[kind] = Fault(status, code, message or f"fake error {code}", times)
+
+    def sent(self, kind: str, to: str | None = None) -> list[dict[str, str]]:
+        with self.lock:
+            return [
+                r.form
+                for r in self.requests
+                if r.kind == kind and (to is None or r.form["To"] == to)
+            ]
+
+    def code_for(self, phone: str) -> str:
+        """Return the last code sent to `phone`, by text, call or Verify."""
+        with self.lock:
+            if phone in self.verifications:
+                return self.verifications[phone].code
+            for recorded in reversed(self.requests):
+                if recorded.form.get("To") != phone:
+                    continue
+                text = recorded.form.get("Body") or recorded.form.get("Twiml") or ""
+                digits = re.sub(r"[^0-9]", "", text.split("Again")[0])
+                if recorded.kind in ("message", "call") and len(digits) == 6:
+                    return digits
+        raise AssertionError(f"no code was sent to {phone}")
+
+    # -- the API ---------------------------------------------------------------------------
+
+    def answer(self, path: str, authorization: str | None, form: dict[str, str]):
+        if self.latency:
+            time.sleep(self.latency)
+        kind = next((k for k, pattern in ROUTES if pattern.match(path)), None)
+        if kind is None:
+            return 404, _error(404, 20404, "The requested resource was not found")
+        if authorization != _basic(self.account_sid, self.auth_token):
+            return 401, _error(401, 20003, "Authentication Error - invalid username")
+        with self.lock:
+            self.requests.append(Recorded(kind, path, form))
+            fault = self.faults.get(kind)
+            if fault is not None:
+                fault.times -= 1
+                if fault.times <= 0:
+                    del self.faults[kind]
+                return fault.status, _error(fault.status, fault.code, fault.message)
+            return getattr(self, "_" + kind.replace("-", "_"))(path, form)
+
+    def _verify_send(self, path: str, form: dict[str, str]):
+        to = form["To"]
+        sent = self.sends_per_number.get(to, 0)
+        if sent >= VERIFY_MAX_SENDS:
+            return 429, _error(429, 60203, "Max send attempts reached")
+        self.sends_per_number[to] = sent + 1
+        verification = Verification(
+            sid=_sid("VE"),
+            to=to,
+            channel=form.get("Channel", "sms"),
+            code=f"{secrets.randbelow(10**6):06d}",
+        )
+        self.verifications[to] = verification
+        return 201, _verification_json(path, verification, "pending")
+
+    def _verify_check(self, path: str, form: dict[str, str]):
+        to = form.get("To", "")
+        verification = self.verifications.get(to)
+        if verification is None:
+            return 404, _error(404, 20404, f"The requested resource {path} was not found")
+        if verification.checks >= VERIFY_MAX_CHECKS:
+            return 429, _error(429, 60202, "Max check attempts reached")
+        verification.checks += 1
+        if form.get("Code") == verification.code:
+            # Verify forgets an approved verification: a second check is a 404.
+            del self.verifications[to]
+            return 200, _verification_json(path, verification, "approved")
+        return 200, _verification_json(path, verification, "pending")
+
+    def _message(self, path: str, form: dict[str, str]):
+        return 201, {
+            "sid": _sid("SM"),
+            "account_sid": self.account_sid,
+            "to": form.get("To"),
+            "from": form.get("From"),
+            "body": form.get("Body"),
+            "status": "queued",
+            "num_segments": "1",
+            "direction": "outbound-api",
+            "uri": path,
+        }
+
+    def _call(self, path: str, form: dict[str, str]):
+        return 201, {
+            "sid": _sid("CA"),
+            "account_sid": self.account_sid,
+            "to": form.get("To"),
+            "from": form.get("From"),
+            "status": "queued",
+            "direction": "outbound-api",
+            "uri": path,
+        }
+
+
+def _sid(prefix: str) -> str:
+    return prefix + secrets.token_hex(16)
+
+
+def _basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def _error(status: int, code: int, message: str) -> dict:
+    return {
+        "code": code,
+        "message": message,
+        "more_info": f"https://www.twilio.com/docs/errors/{code}",
+        "status": status,
+    }
+
+
+def _verification_json(path: str, verification: Verification, status: str) -> dict:
+    return {
+        "sid": verification.sid,
+        "service_sid": path.split("/")[4],
+        "to": verification.to,
+        "channel": verification.channel,
+        "status": status,
+        "valid": status == "approved",
+        "date_created": "2026-01-01T00:00:00Z",
+        "date_updated": "2026-01-01T00:00:00Z",
+        "url": f"https://verify.twilio.com{path}",
+    }

@@ -1,0 +1,577 @@
+"""The call path as Twilio drives it: signed webhooks in, TwiML out, Twilio faked over HTTP."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import pytest
+from sqlalchemy import select, text
+
+from ivr import twiml
+from ivr.store import CallLogEntry, NumberGuard
+from tests.conftest import (
+    BLATHERS,
+    MABEL,
+    MODERATOR,
+    STRANGER,
+    VERIFY_SID,
+    call_params,
+    free_port,
+    said,
+    seed_roster,
+    signed_post,
+    twiml_of,
+    verbs,
+)
+
+
+def codes_sent(fake, phone):
+    return fake.sent("message", phone) + fake.sent("verify-send", phone)
+
+
+def outcomes(app) -> list[str]:
+    store = app.extensions["ivr"].store
+    with store.engine.connect() as connection:
+        return list(connection.scalars(select(CallLogEntry.outcome).order_by(CallLogEntry.id)))
+
+
+def failures(app, phone) -> int | None:
+    store = app.extensions["ivr"].store
+    with store.engine.connect() as connection:
+        return connection.scalar(select(NumberGuard.failures).where(NumberGuard.phone == phone))
+
+
+def dial_in(client, caller):
+    return twiml_of(signed_post(client, "/voice", call_params(caller)))
+
+
+def enter(client, caller, digits):
+    return twiml_of(signed_post(client, "/gather", call_params(caller, Digits=digits)))
+
+
+def wrong_code_for(fake, phone) -> str:
+    return f"{(int(fake.code_for(phone)) + 1) % 10**6:06d}"
+
+
+def assert_goodbye(root, message):
+    assert verbs(root) == ["Say", "Hangup"]
+    assert said(root) == [message]
+
+
+# -- signatures ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/voice", "/gather", "/conference/events"])
+@pytest.mark.parametrize("signature", [None, "", "bm90IGEgc2lnbmF0dXJl"])
+def test_unsigned_or_badly_signed_requests_get_403_and_change_nothing(
+    builtin_app, fake_twilio, path, signature
+):
+    client = builtin_app.test_client()
+    headers = {} if signature is None else {"X-Twilio-Signature": signature}
+    params = call_params(BLATHERS, Digits="123456", StatusCallbackEvent="participant-join")
+
+    response = client.post(path, data=params, headers=headers)
+
+    assert response.status_code == 403
+    assert fake_twilio.requests == []
+    assert outcomes(builtin_app) == []
+
+
+def test_signature_made_with_another_token_is_refused(builtin_app, fake_twilio):
+    response = signed_post(
+        builtin_app.test_client(), "/voice", call_params(BLATHERS), token="someone-else"
+    )
+    assert response.status_code == 403
+    assert fake_twilio.requests == []
+
+
+def test_tampered_parameters_are_refused(builtin_app, fake_twilio):
+    client = builtin_app.test_client()
+    params = call_params(STRANGER)
+    headers = {"X-Twilio-Signature": signed_headers_for(params)}
+    params["From"] = BLATHERS  # an attacker swaps the caller after Twilio signed
+
+    assert client.post("/voice", data=params, headers=headers).status_code == 403
+    assert fake_twilio.requests == []
+
+
+def signed_headers_for(params):
+    from tests.conftest import sign
+
+    return sign("http://localhost/voice", params)
+
+
+def test_signature_over_the_url_with_its_default_port_is_accepted(builtin_app, fake_twilio):
+    root = twiml_of(
+        signed_post(
+            builtin_app.test_client(), "/voice", call_params(BLATHERS), base="http://localhost:80"
+        )
+    )
+    assert verbs(root) == ["Gather", "Redirect"]
+
+
+def test_behind_a_proxy_signatures_are_checked_against_public_base_url(make_app, fake_twilio):
+    app = make_app(PUBLIC_BASE_URL="https://line.example.com/")
+    seed_roster(app)
+    client = app.test_client()
+
+    direct = signed_post(client, "/voice", call_params(BLATHERS))
+    assert direct.status_code == 403
+    assert fake_twilio.requests == []
+
+    root = twiml_of(
+        signed_post(client, "/voice", call_params(BLATHERS), base="https://line.example.com")
+    )
+    assert verbs(root) == ["Gather", "Redirect"]
+    assert len(fake_twilio.sent("message", BLATHERS)) == 1
+
+    # The query string is part of what Twilio signs.
+    response = signed_post(
+        client, "/gather?reprompt=2", call_params(BLATHERS), base="https://line.example.com"
+    )
+    assert twiml_of(response).find("Gather") is not None
+
+
+# -- who may call ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("caller_id", "message", "outcome"),
+    [
+        ("+266696687", twiml.WITHHELD, "withheld number"),
+        ("Anonymous", twiml.WITHHELD, "withheld number"),
+        ("Restricted", twiml.WITHHELD, "withheld number"),
+        ("", twiml.WITHHELD, "withheld number"),
+        ("client:alice", twiml.INVALID_NUMBER, "invalid number"),
+        ("sip:alice@example.com", twiml.INVALID_NUMBER, "invalid number"),
+        ("+1555", twiml.INVALID_NUMBER, "invalid number"),
+        ("8005559876", twiml.INVALID_NUMBER, "invalid number"),
+    ],
+)
+def test_withheld_and_invalid_caller_ids_are_refused_without_a_code(
+    app, client, fake_twilio, caller_id, message, outcome
+):
+    root = dial_in(client, caller_id)
+
+    assert_goodbye(root, message)
+    assert fake_twilio.requests == []
+    assert outcomes(app) == [outcome]
+
+
+def test_a_stranger_hears_they_are_not_recognized_and_nothing_is_sent(app, client, fake_twilio):
+    root = dial_in(client, STRANGER)
+
+    assert_goodbye(root, "Sorry, I don't recognize the number you're calling from.")
+    assert fake_twilio.requests == []
+    assert outcomes(app) == ["unknown number"]
+
+
+def test_a_participant_is_welcomed_and_sent_one_code(app, client, fake_twilio, provider):
+    root = dial_in(client, BLATHERS)
+
+    assert verbs(root) == ["Gather", "Redirect"]
+    gather = root.find("Gather")
+    assert gather.attrib == {
+        "numDigits": "6",
+        "action": "/gather",
+        "method": "POST",
+        "timeout": "10",
+    }
+    assert said(gather) == ["Welcome Blathers. Please enter the 6 digit code sent to your device."]
+    assert root.find("Redirect").text == "/gather?reprompt=1"
+    assert root.find("Redirect").attrib == {"method": "POST"}
+
+    if provider == "verify":
+        [send] = fake_twilio.sent("verify-send")
+        assert send == {"To": BLATHERS, "Channel": "sms"}
+        assert fake_twilio.sent("message") == []
+    else:
+        [message] = fake_twilio.sent("message")
+        assert message["To"] == BLATHERS
+        assert message["From"] == "+18005550100"
+        assert message["Body"] == f"Your code is {fake_twilio.code_for(BLATHERS)}"
+    assert outcomes(app) == ["code sent"]
+
+
+def test_no_input_reprompts_three_times_without_sending_again(app, client, fake_twilio):
+    dial_in(client, BLATHERS)
+
+    for reprompt in (1, 2, 3):
+        response = signed_post(client, f"/gather?reprompt={reprompt}", call_params(BLATHERS))
+        root = twiml_of(response)
+        assert verbs(root) == ["Gather", "Redirect"]
+        assert said(root) == [
+            "I didn't receive any digits. Please enter the 6 digit code sent to your device."
+        ]
+        assert root.find("Gather").get("action") == "/gather"
+        assert root.find("Redirect").text == f"/gather?reprompt={reprompt + 1}"
+
+    root = twiml_of(signed_post(client, "/gather?reprompt=4", call_params(BLATHERS)))
+    assert_goodbye(root, "I didn't receive a code. Goodbye.")
+    assert len(codes_sent(fake_twilio, BLATHERS)) == 1
+    assert outcomes(app) == ["code sent", "no input"]
+
+
+# -- codes -----------------------------------------------------------------------------------
+
+
+def test_the_right_code_joins_a_participant_to_the_moderated_conference(app, client, fake_twilio):
+    dial_in(client, BLATHERS)
+
+    root = enter(client, BLATHERS, fake_twilio.code_for(BLATHERS))
+
+    assert verbs(root) == ["Say", "Dial"]
+    assert said(root) == ["That was correct. Joining conference."]
+    conference = root.find("Dial/Conference")
+    assert conference.text == "main"
+    assert conference.attrib == {
+        "startConferenceOnEnter": "false",
+        "endConferenceOnExit": "false",
+        "participantLabel": "Blathers",
+        "statusCallback": "http://localhost/conference/events",
+        "statusCallbackEvent": "start end join leave mute hold",
+        "statusCallbackMethod": "POST",
+    }
+    assert outcomes(app) == ["code sent", "joined as participant"]
+
+
+def test_the_moderator_starts_and_ends_the_conference(app, client, fake_twilio):
+    dial_in(client, MODERATOR)
+
+    root = enter(client, MODERATOR, fake_twilio.code_for(MODERATOR))
+
+    conference = root.find("Dial/Conference")
+    assert conference.get("startConferenceOnEnter") == "true"
+    assert conference.get("endConferenceOnExit") == "true"
+    assert conference.get("participantLabel") == "Isabelle"
+    assert outcomes(app) == ["code sent", "joined as moderator"]
+
+
+def test_a_wrong_code_counts_and_asks_again_without_a_new_code(app, client, fake_twilio):
+    dial_in(client, BLATHERS)
+
+    root = enter(client, BLATHERS, wrong_code_for(fake_twilio, BLATHERS))
+
+    assert verbs(root) == ["Gather", "Redirect"]
+    assert said(root) == ["That code was incorrect. Please try again."]
+    assert root.find("Gather").get("numDigits") == "6"
+    assert root.find("Redirect").text == "/gather?reprompt=1"
+    assert failures(app, BLATHERS) == 1
+    assert len(codes_sent(fake_twilio, BLATHERS)) == 1
+    assert outcomes(app) == ["code sent", "wrong code"]
+
+
+@pytest.mark.parametrize("digits", ["", "12345", "1234567", "12345a", "12 345", "١٢٣٤٥٦"])
+def test_malformed_entries_count_as_failures_without_asking_the_provider(
+    app, client, fake_twilio, digits
+):
+    dial_in(client, BLATHERS)
+
+    root = enter(client, BLATHERS, digits)
+
+    assert said(root) == ["That code was incorrect. Please try again."]
+    assert failures(app, BLATHERS) == 1
+    assert fake_twilio.sent("verify-check") == []
+
+
+def test_three_failures_lock_the_number_across_new_codes(app, client, fake_twilio):
+    dial_in(client, BLATHERS)
+    enter(client, BLATHERS, wrong_code_for(fake_twilio, BLATHERS))
+    enter(client, BLATHERS, "000")
+    # A new call and a new code do not reset the count.
+    dial_in(client, BLATHERS)
+    root = enter(client, BLATHERS, wrong_code_for(fake_twilio, BLATHERS))
+
+    assert_goodbye(
+        root,
+        "Too many incorrect codes. This number is locked for 10 minutes. "
+        "Please try again later. Goodbye.",
+    )
+    # Locked: the right code no longer helps, and no further code is sent.
+    root = enter(client, BLATHERS, fake_twilio.code_for(BLATHERS))
+    assert said(root)[0].startswith("Too many incorrect codes.")
+    before = len(codes_sent(fake_twilio, BLATHERS))
+    root = dial_in(client, BLATHERS)
+    assert_goodbye(
+        root,
+        "Too many incorrect codes. This number is locked for 10 minutes. "
+        "Please try again later. Goodbye.",
+    )
+    assert len(codes_sent(fake_twilio, BLATHERS)) == before
+    assert outcomes(app)[-3:] == ["locked out", "locked out", "locked out"]
+    # Other callers are not affected.
+    assert verbs(dial_in(client, MABEL)) == ["Gather", "Redirect"]
+
+
+def test_a_success_clears_the_failure_count(app, client, fake_twilio):
+    dial_in(client, BLATHERS)
+    enter(client, BLATHERS, wrong_code_for(fake_twilio, BLATHERS))
+    enter(client, BLATHERS, wrong_code_for(fake_twilio, BLATHERS))
+    enter(client, BLATHERS, fake_twilio.code_for(BLATHERS))
+    assert failures(app, BLATHERS) == 0
+
+    dial_in(client, BLATHERS)
+    enter(client, BLATHERS, wrong_code_for(fake_twilio, BLATHERS))
+    root = enter(client, BLATHERS, wrong_code_for(fake_twilio, BLATHERS))
+    assert said(root) == ["That code was incorrect. Please try again."]
+
+
+def test_a_code_is_good_only_once(app, client, fake_twilio):
+    dial_in(client, BLATHERS)
+    code = fake_twilio.code_for(BLATHERS)
+    assert enter(client, BLATHERS, code).find("Dial") is not None
+
+    root = enter(client, BLATHERS, code)
+
+    assert_goodbye(root, twiml.EXPIRED_CODE)
+    assert failures(app, BLATHERS) == 1
+
+
+def test_a_builtin_code_expires(make_app, fake_twilio):
+    app = make_app(OTP_TTL_SECONDS=1)
+    seed_roster(app)
+    client = app.test_client()
+    dial_in(client, BLATHERS)
+    time.sleep(1.2)
+
+    root = enter(client, BLATHERS, fake_twilio.code_for(BLATHERS))
+
+    assert_goodbye(root, twiml.EXPIRED_CODE)
+    assert outcomes(app) == ["code sent", "expired code"]
+
+
+def test_a_builtin_code_is_stored_only_as_a_hash(builtin_app, fake_twilio):
+    dial_in(builtin_app.test_client(), BLATHERS)
+    code = fake_twilio.code_for(BLATHERS)
+    store = builtin_app.extensions["ivr"].store
+    with store.engine.connect() as connection:
+        rows = [
+            tuple(map(str, row)) for row in connection.execute(text("SELECT * FROM one_time_codes"))
+        ]
+    assert len(rows) == 1
+    assert all(code not in cell for cell in rows[0])
+
+
+def test_a_code_for_one_number_does_not_work_for_another(app, client, fake_twilio):
+    dial_in(client, BLATHERS)
+    dial_in(client, MABEL)
+
+    root = enter(client, MABEL, fake_twilio.code_for(BLATHERS))
+
+    assert root.find("Dial") is None
+    assert failures(app, MABEL) == 1
+
+
+def test_at_most_five_codes_an_hour_per_number(app, client, fake_twilio):
+    for _ in range(5):
+        assert verbs(dial_in(client, BLATHERS)) == ["Gather", "Redirect"]
+
+    root = dial_in(client, BLATHERS)
+
+    assert_goodbye(root, twiml.SEND_LIMIT)
+    assert len(codes_sent(fake_twilio, BLATHERS)) == 5
+    assert outcomes(app)[-1] == "send limit reached"
+    assert verbs(dial_in(client, MABEL)) == ["Gather", "Redirect"]
+
+
+def test_a_participant_removed_mid_call_cannot_enter_their_code(app, client, fake_twilio):
+    dial_in(client, BLATHERS)
+    app.extensions["ivr"].store.remove_participant(BLATHERS)
+
+    root = enter(client, BLATHERS, fake_twilio.code_for(BLATHERS))
+
+    assert_goodbye(root, "Sorry, I don't recognize the number you're calling from.")
+
+
+# -- provider faults -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kind", "status", "code"),
+    [("message", 500, 20500), ("message", 400, 21610), ("message", 429, 20429)],
+)
+def test_builtin_delivery_failures_are_spoken(builtin_app, fake_twilio, kind, status, code):
+    fake_twilio.fail(kind, status, code)
+
+    root = dial_in(builtin_app.test_client(), BLATHERS)
+
+    assert_goodbye(root, twiml.PROVIDER_FAULT)
+    assert outcomes(builtin_app) == ["provider error"]
+
+
+@pytest.fixture
+def verify_app(make_app):
+    app = make_app(VERIFY_SERVICE_SID=VERIFY_SID)
+    seed_roster(app)
+    return app
+
+
+@pytest.mark.parametrize(("status", "code"), [(500, 20500), (503, 20503), (429, 20429)])
+def test_verify_send_faults_are_spoken(verify_app, fake_twilio, status, code):
+    fake_twilio.fail("verify-send", status, code)
+
+    root = dial_in(verify_app.test_client(), BLATHERS)
+
+    assert_goodbye(root, twiml.PROVIDER_FAULT)
+    assert outcomes(verify_app) == ["provider error"]
+
+
+def test_verify_too_many_sends_is_a_send_limit_not_a_fault(verify_app, fake_twilio):
+    fake_twilio.fail("verify-send", 429, 60203, "Max send attempts reached")
+
+    root = dial_in(verify_app.test_client(), BLATHERS)
+
+    assert_goodbye(root, twiml.SEND_LIMIT)
+    assert outcomes(verify_app) == ["send limit reached"]
+
+
+def test_verify_404_on_check_means_expired(verify_app, fake_twilio):
+    client = verify_app.test_client()
+    dial_in(client, BLATHERS)
+    fake_twilio.verifications.clear()  # Verify forgot it: expired after ten minutes
+
+    root = enter(client, BLATHERS, "123456")
+
+    assert_goodbye(root, twiml.EXPIRED_CODE)
+    assert failures(verify_app, BLATHERS) == 1
+
+
+def test_verify_too_many_checks_means_expired(verify_app, fake_twilio):
+    client = verify_app.test_client()
+    dial_in(client, BLATHERS)
+    fake_twilio.fail("verify-check", 429, 60202, "Max check attempts reached")
+
+    root = enter(client, BLATHERS, fake_twilio.code_for(BLATHERS))
+
+    assert_goodbye(root, twiml.EXPIRED_CODE)
+
+
+def test_verify_check_fault_is_spoken_and_not_counted(verify_app, fake_twilio):
+    client = verify_app.test_client()
+    dial_in(client, BLATHERS)
+    fake_twilio.fail("verify-check", 500, 20500)
+
+    root = enter(client, BLATHERS, fake_twilio.code_for(BLATHERS))
+
+    assert_goodbye(root, twiml.PROVIDER_FAULT)
+    assert failures(verify_app, BLATHERS) == 0
+
+
+def test_a_slow_provider_is_cut_off_well_inside_twilios_limit(make_app, fake_twilio, provider):
+    overrides = {"VERIFY_SERVICE_SID": VERIFY_SID} if provider == "verify" else {}
+    app = make_app(TWILIO_TIMEOUT_SECONDS=0.5, **overrides)
+    seed_roster(app)
+    fake_twilio.latency = 3
+
+    started = time.monotonic()
+    root = dial_in(app.test_client(), BLATHERS)
+    elapsed = time.monotonic() - started
+
+    assert_goodbye(root, twiml.PROVIDER_FAULT)
+    assert elapsed < 3
+
+
+def test_an_unreachable_provider_is_spoken(make_app, provider):
+    overrides = {"VERIFY_SERVICE_SID": VERIFY_SID} if provider == "verify" else {}
+    app = make_app(TWILIO_API_URL=f"http://127.0.0.1:{free_port()}", **overrides)
+    seed_roster(app)
+
+    root = dial_in(app.test_client(), BLATHERS)
+
+    assert_goodbye(root, twiml.PROVIDER_FAULT)
+    assert outcomes(app) == ["provider error"]
+
+
+def test_an_unexpected_fault_is_spoken_never_a_500(builtin_app, fake_twilio):
+    store = builtin_app.extensions["ivr"].store
+    with store.engine.begin() as connection:
+        connection.execute(text("DROP TABLE participants"))
+
+    root = dial_in(builtin_app.test_client(), BLATHERS)
+
+    assert_goodbye(root, twiml.APPLICATION_FAULT)
+    assert fake_twilio.requests == []
+
+
+def test_codes_never_reach_the_logs_or_the_call_log(app, client, fake_twilio, caplog):
+    caplog.set_level(logging.DEBUG)
+    dial_in(client, BLATHERS)
+    code = fake_twilio.code_for(BLATHERS)
+    enter(client, BLATHERS, wrong_code_for(fake_twilio, BLATHERS))
+    enter(client, BLATHERS, code)
+
+    assert caplog.records, "the twilio library logs its requests at DEBUG/INFO"
+    assert all(code not in record.getMessage() for record in caplog.records)
+    store = app.extensions["ivr"].store
+    with store.engine.connect() as connection:
+        rows = connection.execute(text("SELECT * FROM call_log")).all()
+    assert all(code not in str(cell) for row in rows for cell in row)
+
+
+# -- conference events and health ------------------------------------------------------------
+
+
+def test_conference_events_are_recorded(builtin_app):
+    client = builtin_app.test_client()
+    base = {"ConferenceSid": "CF" + "d4" * 16, "FriendlyName": "main", "AccountSid": "AC"}
+    for event in (
+        "conference-start",
+        "participant-join",
+        "participant-mute",
+        "participant-leave",
+        "conference-end",
+    ):
+        params = {
+            **base,
+            "StatusCallbackEvent": event,
+            "CallSid": "CA1",
+            "ParticipantLabel": "Blathers",
+        }
+        root = twiml_of(signed_post(client, "/conference/events", params))
+        assert list(root) == []
+
+    assert outcomes(builtin_app) == [
+        "conference started",
+        "entered conference",
+        "left conference",
+        "conference ended",
+    ]
+
+
+def test_healthz(builtin_app):
+    response = builtin_app.test_client().get("/healthz")
+    assert response.status_code == 200
+    assert response.data == b"ok\n"
+
+
+# -- more than one instance ------------------------------------------------------------------
+
+
+def test_a_lockout_earned_on_one_instance_holds_on_another(make_app, fake_twilio):
+    first, second = make_app(), make_app()
+    seed_roster(first)
+    one, two = first.test_client(), second.test_client()
+
+    dial_in(one, BLATHERS)
+    enter(one, BLATHERS, wrong_code_for(fake_twilio, BLATHERS))
+    enter(two, BLATHERS, wrong_code_for(fake_twilio, BLATHERS))
+    root = enter(one, BLATHERS, wrong_code_for(fake_twilio, BLATHERS))
+    assert said(root)[0].startswith("Too many incorrect codes.")
+
+    root = dial_in(two, BLATHERS)
+    assert said(root)[0].startswith("Too many incorrect codes.")
+    root = enter(two, BLATHERS, fake_twilio.code_for(BLATHERS))
+    assert said(root)[0].startswith("Too many incorrect codes.")
+
+
+def test_the_send_cap_holds_across_instances(make_app, fake_twilio):
+    first, second = make_app(), make_app()
+    seed_roster(first)
+    clients = [first.test_client(), second.test_client()]
+
+    for number in range(5):
+        assert verbs(dial_in(clients[number % 2], BLATHERS)) == ["Gather", "Redirect"]
+    assert_goodbye(dial_in(clients[1], BLATHERS), twiml.SEND_LIMIT)
+    assert_goodbye(dial_in(clients[0], BLATHERS), twiml.SEND_LIMIT)
+    assert len(fake_twilio.sent("message", BLATHERS)) == 5
