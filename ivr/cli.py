@@ -5,8 +5,8 @@ from __future__ import annotations
 import sys
 
 import click
-from flask import Flask
-from flask.cli import AppGroup
+from flask import Flask, current_app
+from flask.cli import AppGroup, with_appcontext
 
 from ivr import roster
 from ivr.phones import international
@@ -29,10 +29,9 @@ def _store():
 
 
 @click.command("init-db")
+@with_appcontext
 def init_db() -> None:
     """Create or upgrade the schema, and load configured participants if there are none."""
-    from flask import current_app
-
     store = services().store
     store.create_schema()
     store.ensure_default_room()

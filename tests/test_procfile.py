@@ -1,0 +1,121 @@
+"""A new user's first hour: the commands from the README, then the Procfile's server, over HTTP."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.conftest import (
+    ACCOUNT_SID,
+    AUTH_TOKEN,
+    BLATHERS,
+    SECRET_KEY,
+    STRANGER,
+    call_params,
+    free_port,
+    sign,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def procfile_command(process: str) -> str:
+    for line in (ROOT / "Procfile").read_text().splitlines():
+        name, _, command = line.partition(":")
+        if name.strip() == process:
+            return command.strip()
+    raise AssertionError(f"no {process} process in the Procfile")
+
+
+@pytest.fixture
+def environment(fake_twilio, database, tmp_path):
+    return {
+        "PATH": os.environ["PATH"],
+        "PYTHONPATH": str(ROOT),
+        "HOME": str(tmp_path),
+        "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
+        "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+        "TWILIO_PHONE_NUMBER": "+18005550100",
+        "TWILIO_API_URL": fake_twilio.url,
+        "SECRET_KEY": SECRET_KEY,
+        "DATABASE_URL": database,
+        "INSTANCE_PATH": str(tmp_path / "instance"),
+        "PORT": str(free_port()),
+        "WEB_CONCURRENCY": "2",
+    }
+
+
+def flask(environment, cwd, *args) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "ivr", *args],
+        env=environment,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.fixture
+def server(environment, tmp_path):
+    """The release step, one participant, then the Procfile's web process."""
+    assert flask(environment, tmp_path, "init-db").stdout == "Database ready.\n"
+    added = flask(environment, tmp_path, "participants", "add", BLATHERS, "Blathers")
+    assert added.returncode == 0, added.stderr
+    process = subprocess.Popen(
+        ["sh", "-c", procfile_command("web")],
+        env=environment,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{environment['PORT']}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(f"{base}/healthz", timeout=1).status_code == 200:
+                break
+        except requests.ConnectionError:
+            time.sleep(0.2)
+    else:
+        process.kill()
+        raise AssertionError(process.communicate()[0].decode())
+    yield base
+    process.terminate()
+    process.wait(timeout=30)
+
+
+def twilio_posts(base, path, params, *, signed=True):
+    headers = {"X-Twilio-Signature": sign(base + path, params)} if signed else {}
+    return requests.post(base + path, data=params, headers=headers, timeout=10)
+
+
+def test_the_procfile_server_lets_in_exactly_the_right_caller(server, fake_twilio):
+    unsigned = twilio_posts(server, "/voice", call_params(BLATHERS), signed=False)
+    assert unsigned.status_code == 403
+
+    stranger = twilio_posts(server, "/voice", call_params(STRANGER))
+    assert stranger.status_code == 200
+    assert ET.fromstring(stranger.content).find("Say").text == (
+        "Sorry, I don't recognize the number you're calling from."
+    )
+    assert fake_twilio.requests == []
+
+    welcome = twilio_posts(server, "/voice", call_params(BLATHERS))
+    assert welcome.headers["Content-Type"].startswith("text/xml")
+    assert ET.fromstring(welcome.content).find("Gather").get("action") == "/gather"
+
+    joined = twilio_posts(
+        server, "/gather", call_params(BLATHERS, Digits=fake_twilio.code_for(BLATHERS))
+    )
+    conference = ET.fromstring(joined.content).find("Dial/Conference")
+    assert conference.text == "main"
+    assert conference.get("participantLabel") == "Blathers"
+    assert conference.get("statusCallback") == f"{server}/conference/events"

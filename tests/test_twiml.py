@@ -1,0 +1,55 @@
+"""Pure TwiML builders, checked apart from any request."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from ivr import twiml
+from ivr.store import Role
+
+
+def parsed(response) -> ET.Element:
+    return ET.fromstring(response.to_xml())
+
+
+@pytest.mark.parametrize(
+    ("role", "starts_and_ends"), [(Role.MODERATOR, "true"), (Role.PARTICIPANT, "false")]
+)
+def test_join_conference(role, starts_and_ends):
+    root = parsed(
+        twiml.join_conference(
+            "board",
+            "Mabel",
+            role,
+            "https://line.example.com/conference/events",
+            "https://line.example.com/hold.mp3",
+        )
+    )
+    assert [child.tag for child in root] == ["Say", "Dial"]
+    conference = root.find("Dial/Conference")
+    assert conference.text == "board"
+    assert conference.attrib == {
+        "startConferenceOnEnter": starts_and_ends,
+        "endConferenceOnExit": starts_and_ends,
+        "participantLabel": "Mabel",
+        "statusCallback": "https://line.example.com/conference/events",
+        "statusCallbackEvent": "start end join leave mute hold",
+        "statusCallbackMethod": "POST",
+        "waitUrl": "https://line.example.com/hold.mp3",
+    }
+
+
+def test_read_code_aloud_reads_each_digit_twice():
+    root = parsed(twiml.read_code_aloud("042917"))
+    assert [child.tag for child in root] == ["Say", "Pause", "Say"]
+    assert root[0].text == "Your code is 0, 4, 2, 9, 1, 7."
+    assert root[2].text == "Again, your code is 0, 4, 2, 9, 1, 7."
+
+
+@pytest.mark.parametrize(("minutes", "words"), [(1, "1 minute."), (10, "10 minutes.")])
+def test_locked_out_says_the_time_left(minutes, words):
+    root = parsed(twiml.locked_out(minutes))
+    assert [child.tag for child in root] == ["Say", "Hangup"]
+    assert f"locked for {words}" in root[0].text
