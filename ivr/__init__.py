@@ -38,6 +38,10 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     app.register_blueprint(voice.bp)
     app.register_blueprint(health.bp)
+    if settings["LOCAL_MODE"]:
+        from ivr import devphone_views
+
+        app.register_blueprint(devphone_views.bp)
     cli.register(app)
     return app
 

@@ -9,7 +9,8 @@ from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 
 from ivr import roster
-from ivr.phones import international
+from ivr.devphone import LOCAL_LINE, Conferences, DevCall, InProcess, OverHttp
+from ivr.phones import international, parse_phone
 from ivr.services import seed_participants, services
 from ivr.store import Role
 
@@ -19,6 +20,7 @@ participants = AppGroup("participants", help="Manage who may join each room.")
 def register(app: Flask) -> None:
     app.cli.add_command(init_db)
     app.cli.add_command(participants)
+    app.cli.add_command(call)
 
 
 def _store():
@@ -97,3 +99,60 @@ def _valid(make):
         return make()
     except roster.RosterError as error:
         raise click.ClickException(str(error)) from None
+
+
+@click.command("call")
+@click.argument("phone")
+@click.option("--to", "line", default=None, help="The line to dial (default: the line's number).")
+@click.option("--url", default=None, help="A running server, e.g. http://127.0.0.1:5000.")
+@with_appcontext
+def call(phone: str, line: str | None, url: str | None) -> None:
+    """Dial the line as PHONE and play Twilio's part: hear the TwiML, type the digits."""
+    config = current_app.config
+    line = line or config["TWILIO_PHONE_NUMBER"] or LOCAL_LINE
+    inbox_key = parse_phone(phone) or phone
+    if url:
+        transport = OverHttp(url, config["SIGNING_TOKEN"], config["PUBLIC_BASE_URL"])
+        if config["LOCAL_MODE"]:
+            read_inbox = lambda: transport.outbox(inbox_key)  # noqa: E731
+        else:
+            read_inbox = lambda: []  # noqa: E731
+    else:
+        transport = InProcess(current_app)
+        outbox = services().outbox
+        if outbox is not None:
+            outbox.echo = False
+            read_inbox = lambda: [m.text for m in outbox.messages(inbox_key)]  # noqa: E731
+        else:
+            read_inbox = lambda: []  # noqa: E731
+    if not config["LOCAL_MODE"]:
+        click.echo("(Twilio credentials are set: codes go to the real phone, not shown here.)")
+
+    shown = len(read_inbox())
+
+    def hear(line_heard: str) -> None:
+        # Messages first: on a real phone the text arrives while the greeting plays.
+        nonlocal shown
+        texts = read_inbox()
+        for text in texts[shown:]:
+            click.echo(f"[SMS to {inbox_key}] {text}")
+        shown = len(texts)
+        click.echo(line_heard)
+
+    dev_call = DevCall(transport, phone, line, Conferences(), on_line=hear)
+    click.echo(f"Calling {line} as {phone} ...")
+    dev_call.dial()
+    while not dev_call.ended:
+        if dev_call.waiting_for_digits:
+            click.echo("Keypad (digits, then Enter; empty line = no input)> ", nl=False)
+        else:
+            click.echo("(In the conference. Press Enter to hang up.)")
+        entered = sys.stdin.readline()
+        if not sys.stdin.isatty():
+            click.echo(entered.rstrip("\n"))
+        if not entered:
+            dev_call.hang_up()
+        elif dev_call.waiting_for_digits:
+            dev_call.press(entered.strip())
+        else:
+            dev_call.hang_up()

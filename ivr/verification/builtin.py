@@ -88,6 +88,10 @@ class OutboxMessage:
     text: str
     at: datetime = field(default_factory=utcnow)
 
+    def console_line(self) -> str:
+        label = "Call" if self.channel == "call" else "SMS"
+        return f"[{label} to {self.to}] {self.text}"
+
 
 class ConsoleOutbox:
     """Local mode's delivery: print what the caller's phone would get, and keep the last few."""
@@ -96,15 +100,17 @@ class ConsoleOutbox:
         self._messages: deque[OutboxMessage] = deque(maxlen=keep)
         self._lock = threading.Lock()
         self._stream = stream
+        # The terminal dev phone shows the caller's messages itself, in order with the call.
+        self.echo = True
 
     def deliver(self, phone: str, code: str, channel: Channel) -> None:
         message = OutboxMessage(phone, channel, code_text(code))
         with self._lock:
             self._messages.append(message)
-        label = "Call" if channel == "call" else "SMS"
-        stream = self._stream or sys.stderr
-        stream.write(f"[{label} to {phone}] {message.text}\n")
-        stream.flush()
+        if self.echo:
+            stream = self._stream or sys.stderr
+            stream.write(message.console_line() + "\n")
+            stream.flush()
 
     def messages(self, to: str | None = None) -> list[OutboxMessage]:
         with self._lock:

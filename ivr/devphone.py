@@ -1,0 +1,355 @@
+"""The dev phone: plays Twilio's part so the whole line can be tried without a Twilio account.
+
+It signs each webhook request as Twilio would, reads the TwiML back (Say, Pause, Gather,
+Redirect, Hangup, Reject, Dial/Conference), and emulates a moderated conference, posting its
+status callbacks to /conference/events. The terminal phone (`flask --app ivr call`) and the
+browser phone (/dev/phone, local mode only) share this engine.
+"""
+
+from __future__ import annotations
+
+import itertools
+import secrets
+import threading
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+from urllib.parse import urlsplit
+
+import requests
+from flask import Flask
+from twilio.request_validator import RequestValidator
+
+from ivr import twiml
+
+LOCAL_LINE = "+18005550100"
+
+
+class LineError(Exception):
+    """The line answered something a phone cannot play: a status other than 200, or not TwiML."""
+
+
+class Transport(Protocol):
+    def post(self, url: str, params: dict[str, str]) -> str:
+        """POST signed form data to the line; return the TwiML text."""
+
+
+class InProcess:
+    """Call the app's webhooks directly, as Twilio would over HTTP, signed."""
+
+    def __init__(self, app: Flask) -> None:
+        self._client = app.test_client()
+        self._validator = RequestValidator(app.config["SIGNING_TOKEN"])
+        self._base = app.config["PUBLIC_BASE_URL"] or "http://localhost"
+
+    def post(self, url: str, params: dict[str, str]) -> str:
+        path = _path_of(url)
+        signature = self._validator.compute_signature(self._base + path, params)
+        response = self._client.post(path, data=params, headers={"X-Twilio-Signature": signature})
+        return _twiml_text(response.status_code, response.mimetype, response.get_data(as_text=True))
+
+
+class OverHttp:
+    """Call a running server's webhooks over HTTP, signed with the same token it checks."""
+
+    def __init__(self, base_url: str, token: str, public_base_url: str | None = None) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._validator = RequestValidator(token)
+        self._signed_base = public_base_url or self.base_url
+        self._session = requests.Session()
+
+    def post(self, url: str, params: dict[str, str]) -> str:
+        path = _path_of(url)
+        signature = self._validator.compute_signature(self._signed_base + path, params)
+        response = self._session.post(
+            self.base_url + path, data=params, headers={"X-Twilio-Signature": signature}, timeout=20
+        )
+        mimetype = response.headers.get("Content-Type", "").split(";")[0]
+        return _twiml_text(response.status_code, mimetype, response.text)
+
+    def outbox(self, phone: str) -> list[str]:
+        """Return the texts the server's console outbox holds for `phone`."""
+        path = f"/dev/outbox?to={requests.utils.quote(phone)}"
+        signature = self._validator.compute_signature(self._signed_base + path, {})
+        response = self._session.get(
+            self.base_url + path, headers={"X-Twilio-Signature": signature}, timeout=10
+        )
+        if response.status_code != 200:
+            raise LineError(f"the server's outbox answered {response.status_code}")
+        return [message["text"] for message in response.json()["messages"]]
+
+
+def _path_of(url: str) -> str:
+    parts = urlsplit(url)
+    return parts.path + (f"?{parts.query}" if parts.query else "")
+
+
+def _twiml_text(status: int, mimetype: str, body: str) -> str:
+    if status != 200 or mimetype != "text/xml":
+        raise LineError(f"the line answered {status} {mimetype}: {body[:200]}")
+    return body
+
+
+@dataclass
+class Member:
+    call: DevCall
+    label: str
+    starts: bool
+    ends: bool
+    events_url: str | None
+
+
+@dataclass
+class Conference:
+    name: str
+    sid: str = field(default_factory=lambda: "CF" + secrets.token_hex(16))
+    members: list[Member] = field(default_factory=list)
+    started: bool = False
+
+
+class Conferences:
+    """Twilio's conference rules, played locally: moderators start and end, others wait."""
+
+    def __init__(self) -> None:
+        self.rooms: dict[str, Conference] = {}
+        self._lock = threading.RLock()
+
+    def join(self, call: DevCall, element: ET.Element) -> None:
+        with self._lock:
+            room = self.rooms.setdefault(element.text or "", Conference(element.text or ""))
+            member = Member(
+                call=call,
+                label=element.get("participantLabel") or call.caller,
+                starts=element.get("startConferenceOnEnter", "true") == "true",
+                ends=element.get("endConferenceOnExit", "false") == "true",
+                events_url=element.get("statusCallback"),
+            )
+            room.members.append(member)
+            call.conference = room.name
+            call.role = "moderator" if member.starts else "participant"
+            call.hear(f"*** Joined conference {room.name} as {call.role}.")
+            if member.starts and not room.started:
+                room.started = True
+                self._event(room, member, "conference-start")
+                for waiting in room.members:
+                    if waiting is not member:
+                        waiting.call.hear("(The moderator has joined: the conference starts.)")
+            self._event(room, member, "participant-join")
+            if room.started:
+                others = len(room.members) - 1
+                call.hear(f"(In conference {room.name} with {others} other caller(s).)")
+            else:
+                call.hear(f"(Hold music: conference {room.name} waits for a moderator.)")
+
+    def leave(self, call: DevCall) -> None:
+        with self._lock:
+            room = self.rooms.get(call.conference or "")
+            member = next((m for m in room.members if m.call is call), None) if room else None
+            if member is None:
+                return
+            room.members.remove(member)
+            self._event(room, member, "participant-leave")
+            if (member.ends and room.started) or not room.members:
+                self._end(room, member)
+
+    def snapshot(self) -> list[dict]:
+        """Return who is in each conference and whether it has started."""
+        with self._lock:
+            return [
+                {
+                    "name": room.name,
+                    "started": room.started,
+                    "members": [
+                        {"label": m.label, "phone": m.call.caller, "moderator": m.starts}
+                        for m in room.members
+                    ],
+                }
+                for room in sorted(self.rooms.values(), key=lambda r: r.name)
+            ]
+
+    def _end(self, room: Conference, by: Member) -> None:
+        for member in list(room.members):
+            room.members.remove(member)
+            self._event(room, member, "participant-leave")
+            member.call.end("The moderator left: the conference has ended.")
+        if room.started:
+            self._event(room, by, "conference-end")
+        del self.rooms[room.name]
+
+    @staticmethod
+    def _event(room: Conference, member: Member, event: str) -> None:
+        if not member.events_url:
+            return
+        params = {
+            "AccountSid": "AC" + "0" * 32,
+            "ConferenceSid": room.sid,
+            "FriendlyName": room.name,
+            "StatusCallbackEvent": event,
+            "CallSid": member.call.call_sid,
+            "ParticipantLabel": member.label,
+        }
+        member.call.transport.post(member.events_url, params)
+
+
+class DevCall:
+    """One call from `caller` to `line`, driven verb by verb."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        caller: str,
+        line: str,
+        conferences: Conferences,
+        on_line: Callable[[str], None] | None = None,
+    ) -> None:
+        self.transport = transport
+        self.caller = caller
+        self.line = line
+        self.conferences = conferences
+        self.call_sid = "CA" + secrets.token_hex(16)
+        self.transcript: list[str] = []
+        self.on_line = on_line
+        self.gather: ET.Element | None = None
+        self._after_gather: list[ET.Element] = []
+        self.ended = False
+        self.summary: str | None = None
+        self.conference: str | None = None
+        self.role: str | None = None
+        self._last_said = ""
+
+    # -- what the caller does -----------------------------------------------------------------
+
+    def dial(self) -> None:
+        self._fetch("/voice", {})
+
+    def press(self, digits: str) -> None:
+        """Type digits into the open Gather; empty means the Gather times out."""
+        if self.gather is None:
+            return
+        gather, rest = self.gather, self._after_gather
+        self.gather, self._after_gather = None, []
+        wanted = int(gather.get("numDigits") or 0)
+        entered = "".join(ch for ch in digits if ch in "0123456789*#")
+        if wanted:
+            entered = entered[:wanted]
+        if not entered:
+            self._play(rest)
+            return
+        self._fetch(gather.get("action") or "/voice", {"Digits": entered, "FinishedOnKey": ""})
+
+    def hang_up(self) -> None:
+        if self.ended:
+            return
+        if self.conference:
+            self.conferences.leave(self)
+        self.end("You hung up.")
+
+    # -- what the caller hears ----------------------------------------------------------------
+
+    def hear(self, line: str) -> None:
+        self.transcript.append(line)
+        if self.on_line:
+            self.on_line(line)
+
+    def end(self, summary: str) -> None:
+        if self.ended:
+            return
+        self.ended = True
+        self.gather = None
+        self.summary = summary
+        self.hear(f"*** {summary}")
+
+    @property
+    def waiting_for_digits(self) -> bool:
+        return self.gather is not None and not self.ended
+
+    def _fetch(self, url: str, extra: dict[str, str]) -> None:
+        params = {
+            "AccountSid": "AC" + "0" * 32,
+            "CallSid": self.call_sid,
+            "From": self.caller,
+            "To": self.line,
+            "CallStatus": "in-progress",
+            "Direction": "inbound",
+            **extra,
+        }
+        try:
+            document = ET.fromstring(self.transport.post(url, params))
+        except (LineError, ET.ParseError, requests.RequestException) as error:
+            self.end(f"Twilio would say: an application error has occurred ({error}).")
+            return
+        self._play(list(document))
+
+    def _play(self, verbs: list[ET.Element]) -> None:
+        for index, verb in enumerate(verbs):
+            if self.ended:
+                return
+            if verb.tag == "Say":
+                self._say(verb.text or "")
+            elif verb.tag == "Pause":
+                continue
+            elif verb.tag == "Gather":
+                for inner in verb:
+                    if inner.tag == "Say":
+                        self._say(inner.text or "")
+                self.gather, self._after_gather = verb, verbs[index + 1 :]
+                return
+            elif verb.tag == "Redirect":
+                self._fetch(verb.text or "/voice", {})
+                return
+            elif verb.tag == "Hangup":
+                self.end(self._why_it_ended())
+                return
+            elif verb.tag == "Reject":
+                self.end("The line rejected the call.")
+                return
+            elif verb.tag == "Dial":
+                conference = verb.find("Conference")
+                if conference is None:
+                    self.end("The line dialled something the dev phone cannot play.")
+                    return
+                self.conferences.join(self, conference)
+                return
+            else:
+                self.hear(f"(The dev phone skips <{verb.tag}>.)")
+        self.end(self._why_it_ended())
+
+    def _say(self, text: str) -> None:
+        self._last_said = text
+        self.hear(f"Line: {text}")
+
+    def _why_it_ended(self) -> str:
+        said = self._last_said
+        if said in (twiml.UNKNOWN_NUMBER, twiml.WITHHELD, twiml.INVALID_NUMBER):
+            return "Refused: the line does not accept this caller."
+        if said.startswith("Too many incorrect codes"):
+            return "Locked out."
+        if said == twiml.SEND_LIMIT:
+            return "Refused: too many codes were sent to this number."
+        if said == twiml.NO_INPUT_GOODBYE:
+            return "Hung up: no code was entered."
+        if said == twiml.EXPIRED_CODE:
+            return "Hung up: the code had expired."
+        if said in (twiml.PROVIDER_FAULT, twiml.APPLICATION_FAULT):
+            return "Hung up: the line could not send or check codes."
+        return "The line hung up."
+
+
+class DevPhones:
+    """The browser phone's calls and conferences, kept in the server process."""
+
+    def __init__(self, transport_factory: Callable[[], Transport]) -> None:
+        self._transport_factory = transport_factory
+        self.conferences = Conferences()
+        self.calls: dict[str, DevCall] = {}
+        self._ids = itertools.count(1)
+        self.lock = threading.RLock()
+
+    def dial(self, caller: str, line: str) -> tuple[str, DevCall]:
+        with self.lock:
+            call = DevCall(self._transport_factory(), caller, line, self.conferences)
+            call_id = str(next(self._ids))
+            self.calls[call_id] = call
+            call.dial()
+            return call_id, call

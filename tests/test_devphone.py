@@ -1,0 +1,283 @@
+"""Local mode and the dev phones: the whole call on one machine, without a Twilio account."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from werkzeug.serving import make_server
+
+from ivr import create_app
+from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, SECRET_KEY
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "tests" / "artifacts"
+CHROMIUM = "/usr/bin/chromium"
+
+
+class Phone:
+    """`flask --app ivr call ...` in a subprocess, read and typed into like a terminal."""
+
+    def __init__(self, cwd: Path, instance: Path, *args: str) -> None:
+        env = {
+            "PATH": os.environ["PATH"],
+            "PYTHONPATH": str(ROOT),
+            "HOME": str(cwd),
+            "INSTANCE_PATH": str(instance),
+        }
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "flask", "--app", "ivr", "call", *args],
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+        )
+        self.output = ""
+
+    def read_until(self, marker: str) -> str:
+        while marker not in self.output:
+            char = self.process.stdout.read(1)
+            if not char:
+                raise AssertionError(f"the phone ended before {marker!r}:\n{self.output}")
+            self.output += char
+        return self.output
+
+    def type(self, line: str) -> None:
+        self.process.stdin.write(line + "\n")
+        self.process.stdin.flush()
+
+    def finish(self) -> str:
+        # Not communicate(): it would bypass what read(1) already buffered.
+        self.process.stdin.close()
+        self.output += self.process.stdout.read()
+        self.process.wait(timeout=60)
+        assert self.process.returncode == 0, self.output
+        return self.output
+
+    def code(self) -> str:
+        return re.findall(r"\[SMS to \+\d+\] Your code is (\d{6})", self.output)[-1]
+
+
+KEYPAD = "Keypad (digits, then Enter; empty line = no input)> "
+
+
+def test_terminal_phone_on_a_fresh_clone_reaches_the_conference(tmp_path):
+    instance = tmp_path / "instance"
+    phone = Phone(tmp_path, instance, "+18005559876")
+
+    phone.read_until(KEYPAD)
+    phone.type(phone.code())
+    phone.read_until("Press Enter to hang up.")
+    phone.type("")
+    output = phone.finish()
+
+    assert output.splitlines() == [
+        "Calling +18005550100 as +18005559876 ...",
+        f"[SMS to +18005559876] Your code is {phone.code()}",
+        "Line: Welcome Blathers. Please enter the 6 digit code sent to your device.",
+        KEYPAD + phone.code(),
+        "Line: That was correct. Joining conference.",
+        "*** Joined conference main as participant.",
+        "(Hold music: conference main waits for a moderator.)",
+        "(In the conference. Press Enter to hang up.)",
+        "",
+        "*** You hung up.",
+    ]
+    # Local mode made its own database and secrets, in the instance folder only.
+    assert sorted(p.name for p in instance.iterdir()) == [
+        "ivr.sqlite3",
+        "local_signing_token",
+        "secret_key",
+    ]
+
+
+def test_terminal_phone_shows_refusals_lockouts_and_no_input(tmp_path):
+    instance = tmp_path / "instance"
+    stranger = Phone(tmp_path, instance, "+18005550199").finish()
+    assert stranger.splitlines()[-2:] == [
+        "Line: Sorry, I don't recognize the number you're calling from.",
+        "*** Refused: the line does not accept this caller.",
+    ]
+
+    withheld = Phone(tmp_path, instance, "Anonymous").finish()
+    assert withheld.splitlines()[-1] == "*** Refused: the line does not accept this caller."
+
+    phone = Phone(tmp_path, instance, "+18005554321")
+    phone.read_until(KEYPAD)
+    wrong = f"{(int(phone.code()) + 1) % 10**6:06d}"
+    for attempt in (wrong, "12", wrong):
+        phone.read_until(KEYPAD)
+        phone.output = ""
+        phone.type(attempt)
+    output = phone.finish()
+    assert output.splitlines()[-1] == "*** Locked out."
+    assert "Line: Too many incorrect codes. This number is locked for 10 minutes." in output
+
+    quiet = Phone(tmp_path, instance, "+18005556789")
+    for _ in range(4):
+        quiet.read_until(KEYPAD)
+        quiet.output = ""
+        quiet.type("")
+    assert quiet.finish().splitlines()[-2:] == [
+        "Line: I didn't receive a code. Goodbye.",
+        "*** Hung up: no code was entered.",
+    ]
+
+
+@pytest.fixture
+def local_app(tmp_path):
+    app = create_app({"INSTANCE_PATH": str(tmp_path / "instance")})
+    yield app
+    app.extensions["ivr"].store.dispose()
+
+
+@pytest.fixture
+def live_server(local_app):
+    server = make_server("127.0.0.1", 0, local_app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+def test_terminal_phone_against_a_running_server(tmp_path, live_server, local_app):
+    phone = Phone(tmp_path, tmp_path / "instance", "+18005551234", "--url", live_server)
+
+    phone.read_until(KEYPAD)
+    phone.type(phone.code())
+    phone.read_until("Press Enter to hang up.")
+    phone.type("")
+    output = phone.finish()
+
+    assert "*** Joined conference main as moderator." in output
+    # The code came from the server's outbox, which the server printed, not the phone's own.
+    assert [m.to for m in local_app.extensions["ivr"].outbox.messages()] == ["+18005551234"]
+
+
+def test_the_outbox_is_only_for_signed_requests(live_server):
+    import requests
+
+    assert requests.get(f"{live_server}/dev/outbox?to=%2B18005551234", timeout=5).status_code == 403
+
+
+def test_with_credentials_there_is_no_demo_data_no_secrets_and_no_dev_phone(tmp_path):
+    instance = tmp_path / "instance"
+    app = create_app(
+        {
+            "INSTANCE_PATH": str(instance),
+            "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
+            "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+            "TWILIO_PHONE_NUMBER": "+18005550100",
+            "SECRET_KEY": SECRET_KEY,
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'line.sqlite3'}",
+        }
+    )
+    store = app.extensions["ivr"].store
+    store.create_schema()
+
+    assert store.participants() == []
+    assert not instance.exists() or list(instance.iterdir()) == []
+    client = app.test_client()
+    assert client.get("/dev/phone").status_code == 404
+    assert client.get("/dev/outbox?to=%2B18005551234").status_code == 404
+    store.dispose()
+
+
+def test_local_mode_loads_the_examples_once(local_app):
+    store = local_app.extensions["ivr"].store
+    assert [(p.phone, p.name, p.role.value) for p in store.participants()] == [
+        ("+18005551234", "Moderator", "moderator"),
+        ("+18005559876", "Blathers", "participant"),
+        ("+18005554321", "Mabel", "participant"),
+        ("+18005556789", "Tommy", "participant"),
+    ]
+    store.remove_participant("+18005556789")
+    again = create_app({"INSTANCE_PATH": local_app.instance_path})
+    assert len(again.extensions["ivr"].store.participants()) == 3
+    again.extensions["ivr"].store.dispose()
+
+
+def test_local_webhooks_still_demand_a_signature(local_app):
+    response = local_app.test_client().post("/voice", data={"From": "+18005559876"})
+    assert response.status_code == 403
+
+
+# -- the browser dev phone -------------------------------------------------------------------
+
+
+@pytest.fixture
+def browser():
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (.ci/run does)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
+        yield browser
+        browser.close()
+
+
+def open_phone(context, base, errors):
+    page = context.new_page()
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.goto(f"{base}/dev/phone")
+    return page
+
+
+def call_from(page, phone):
+    # Playwright waits for animation frames, which a background tab hardly gets.
+    page.bring_to_front()
+    page.select_option("#caller", phone)
+    page.click("#dial")
+    page.wait_for_selector("#inbox li:not(.empty)")
+    code = re.search(r"Your code is (\d{6})", page.inner_text("#inbox")).group(1)
+    for digit in code:
+        page.click(f'.key[data-key="{digit}"]')
+    page.wait_for_selector("#transcript li.end >> text=Joined conference main")
+
+
+def test_browser_phone_plays_the_moderated_conference(browser, live_server):
+    ARTIFACTS.mkdir(exist_ok=True)
+    errors: list[str] = []
+    context = browser.new_context(viewport={"width": 1100, "height": 800})
+    blathers = open_phone(context, live_server, errors)
+    mabel = open_phone(context, live_server, errors)
+    moderator = open_phone(context, live_server, errors)
+
+    call_from(blathers, "+18005559876")
+    call_from(mabel, "+18005554321")
+    panel = moderator.locator("#conferences .conference")
+    panel.filter(has_text="waiting for a moderator").filter(has_text="Mabel").wait_for()
+    assert "Blathers +18005559876" in panel.inner_text()
+
+    call_from(moderator, "+18005551234")
+    panel.filter(has_text="started").wait_for()
+    blathers.wait_for_selector("#transcript >> text=The moderator has joined")
+    moderator.screenshot(path=str(ARTIFACTS / "devphone-conference.png"), full_page=True)
+
+    moderator.bring_to_front()
+    moderator.click("#hangup")
+    blathers.wait_for_selector("#transcript >> text=the conference has ended")
+    mabel.wait_for_selector("#transcript >> text=the conference has ended")
+    moderator.locator("#conferences").filter(has_text="Nobody is in a conference").wait_for()
+    blathers.screenshot(path=str(ARTIFACTS / "devphone-ended.png"), full_page=True)
+    assert errors == []
