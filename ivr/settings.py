@@ -192,7 +192,11 @@ def _kept_secret(path: Path) -> str:
         return path.read_text().strip()
     path.parent.mkdir(parents=True, exist_ok=True)
     value = secrets.token_hex(32)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        # Another process (the server and a dev phone starting together) made it first.
+        return path.read_text().strip()
     with os.fdopen(descriptor, "w") as handle:
         handle.write(value)
     return value
