@@ -191,15 +191,19 @@ def _kept_secret(path: Path) -> str:
     if path.is_file():
         return path.read_text().strip()
     path.parent.mkdir(parents=True, exist_ok=True)
-    value = secrets.token_hex(32)
-    try:
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        # Another process (the server and a dev phone starting together) made it first.
-        return path.read_text().strip()
+    draft = path.with_name(f".{path.name}.{os.getpid()}")
+    descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "w") as handle:
-        handle.write(value)
-    return value
+        handle.write(secrets.token_hex(32))
+    try:
+        # A link appears whole or not at all: a process starting at the same moment (the
+        # server and a dev phone) either wins or reads the winner's secret, never half of it.
+        os.link(draft, path)
+    except FileExistsError:
+        pass
+    finally:
+        draft.unlink()
+    return path.read_text().strip()
 
 
 def _seed_participants(settings: dict[str, Any], local_mode: bool) -> list[tuple[str, str, str]]:
