@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 
 import click
 from flask import Flask, current_app
@@ -130,20 +131,32 @@ def call(phone: str, line: str | None, url: str | None) -> None:
 
     shown = len(read_inbox())
 
-    def hear(line_heard: str) -> None:
-        # Messages first: on a real phone the text arrives while the greeting plays.
+    def show_new_texts(wait_seconds: float = 0.0) -> None:
         nonlocal shown
-        texts = read_inbox()
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            texts = read_inbox()
+            if len(texts) > shown or time.monotonic() >= deadline:
+                break
+            time.sleep(0.05)
         for text in texts[shown:]:
             click.echo(f"[SMS to {inbox_key}] {text}")
         shown = len(texts)
+
+    def hear(line_heard: str) -> None:
         click.echo(line_heard)
+        show_new_texts()
 
     dev_call = DevCall(transport, phone, line, Conferences(), on_line=hear)
     click.echo(f"Calling {line} as {phone} ...")
     dev_call.dial()
+    first_prompt = True
     while not dev_call.ended:
         if dev_call.waiting_for_digits:
+            if first_prompt:
+                # The line sends the code while the greeting plays; give the text a moment.
+                show_new_texts(wait_seconds=5.0 if shown == 0 else 0.0)
+                first_prompt = False
             click.echo("Keypad (digits, then Enter; empty line = no input)> ", nl=False)
         else:
             click.echo("(In the conference. Press Enter to hang up.)")

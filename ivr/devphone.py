@@ -39,6 +39,7 @@ class InProcess:
     """Call the app's webhooks directly, as Twilio would over HTTP, signed."""
 
     def __init__(self, app: Flask) -> None:
+        self._app = app
         self._client = app.test_client()
         self._validator = RequestValidator(app.config["SIGNING_TOKEN"])
         self._base = app.config["PUBLIC_BASE_URL"] or "http://localhost"
@@ -47,6 +48,8 @@ class InProcess:
         path = _path_of(url)
         signature = self._validator.compute_signature(self._base + path, params)
         response = self._client.post(path, data=params, headers={"X-Twilio-Signature": signature})
+        # Like Twilio, the phone gets the text while the greeting plays, not a beat later.
+        self._app.extensions["ivr"].sender.wait_idle(timeout=10)
         return _twiml_text(response.status_code, response.mimetype, response.get_data(as_text=True))
 
 

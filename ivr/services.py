@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from flask import current_app
 from twilio.rest import Client
 
+from ivr.sending import CodeSender
 from ivr.store import ParticipantRow, Role, Store
 from ivr.twilio_client import build_client
 from ivr.verification import CodeProvider
@@ -18,6 +19,7 @@ from ivr.verification.twilio_verify import TwilioVerify
 class Services:
     store: Store
     codes: CodeProvider
+    sender: CodeSender
     twilio: Client | None
     outbox: ConsoleOutbox | None
 
@@ -41,7 +43,9 @@ def build_services(settings: dict) -> Services:
         codes: CodeProvider = TwilioVerify(twilio, settings["VERIFY_SERVICE_SID"])
     else:
         codes = BuiltinCodes(store, settings["SECRET_KEY"], settings["OTP_TTL_SECONDS"], delivery)
-    return Services(store=store, codes=codes, twilio=twilio, outbox=outbox)
+    return Services(
+        store=store, codes=codes, sender=CodeSender(store, codes), twilio=twilio, outbox=outbox
+    )
 
 
 def services() -> Services:

@@ -108,14 +108,27 @@ class NumberGuard(Base):
     locked_until: Mapped[datetime | None] = mapped_column(DateTime)
 
 
+class SendStatus(StrEnum):
+    SENDING = "sending"
+    SENT = "sent"
+    FAILED = "failed"  # the provider was down, slow or refusing
+    REFUSED = "refused"  # the provider will send no more codes to this number for now
+
+
 class CodeSend(Base):
-    """One code sent to a number; the last hour of these caps further sends."""
+    """One code sent to a number; the last hour of these caps further sends.
+
+    Codes are sent after /voice has answered, so the call's next webhook reads here whether
+    its code went out.
+    """
 
     __tablename__ = "code_sends"
 
     id: Mapped[int] = mapped_column(primary_key=True)
     phone: Mapped[str] = mapped_column(String(20), index=True)
     sent_at: Mapped[datetime] = mapped_column(DateTime)
+    call_sid: Mapped[str | None] = mapped_column(String(64), index=True)
+    status: Mapped[str] = mapped_column(String(16), default=SendStatus.SENDING)
 
 
 class OneTimeCode(Base):
@@ -140,6 +153,20 @@ class CallLogEntry(Base):
     outcome: Mapped[str] = mapped_column(String(40))
 
 
+def log_entry(
+    outcome: Outcome,
+    *,
+    call_sid: str | None = None,
+    phone: str | None = None,
+    name: str | None = None,
+    room: str | None = None,
+) -> CallLogEntry:
+    """Return a call log row stamped now."""
+    return CallLogEntry(
+        at=utcnow(), call_sid=call_sid, phone=phone, name=name, room=room, outcome=str(outcome)
+    )
+
+
 @dataclass(frozen=True)
 class CallerAtLine:
     """Who a caller is on the dialled line: the room, and their entry in it if any."""
@@ -149,6 +176,8 @@ class CallerAtLine:
     name: str | None
     role: Role | None
     locked_until: datetime | None
+    failures: int = 0
+    send_status: SendStatus | None = None
 
 
 @dataclass(frozen=True)
@@ -244,16 +273,25 @@ class Store:
         with self._session.begin() as session:
             return session.execute(stmt).rowcount
 
-    def caller_at_line(self, phone: str, line: str | None) -> CallerAtLine | None:
-        """Find the dialled line's room, the caller in it and their lockout, in one query.
+    def caller_at_line(
+        self, phone: str, line: str | None, call_sid: str | None = None
+    ) -> CallerAtLine | None:
+        """Find the dialled line's room, the caller in it, their guard and this call's code send.
 
-        The room is the one whose line number was dialled, else the room without a line number.
-        Returns None when there is no such room.
+        One query. The room is the one whose line number was dialled, else the room without a
+        line number. Returns None when there is no such room.
         """
         room_id = (
             select(Room.id)
             .where(or_(Room.line_number == line, Room.line_number.is_(None)))
             .order_by(Room.line_number.is_(None), Room.id)
+            .limit(1)
+            .scalar_subquery()
+        )
+        send_status = (
+            select(CodeSend.status)
+            .where(CodeSend.call_sid == call_sid)
+            .order_by(CodeSend.id.desc())
             .limit(1)
             .scalar_subquery()
         )
@@ -264,6 +302,8 @@ class Store:
                 Participant.name,
                 Participant.role,
                 NumberGuard.locked_until,
+                NumberGuard.failures,
+                send_status,
             )
             .select_from(Room)
             .outerjoin(
@@ -276,8 +316,16 @@ class Store:
             row = session.execute(stmt).first()
         if row is None:
             return None
-        room, music, name, role, locked_until = row
-        return CallerAtLine(room, music, name, Role(role) if role else None, locked_until)
+        room, music, name, role, locked_until, failures, status = row
+        return CallerAtLine(
+            room,
+            music,
+            name,
+            Role(role) if role else None,
+            locked_until,
+            failures or 0,
+            SendStatus(status) if status else None,
+        )
 
     # -- failed attempts, lockouts and send caps ----------------------------------------------
 
@@ -334,8 +382,8 @@ class Store:
             )
             return result.rowcount > 0
 
-    def reserve_send(self, phone: str, per_hour: int) -> bool:
-        """Record a code send unless `per_hour` were sent in the last hour; return whether sent.
+    def reserve_send(self, phone: str, per_hour: int, call_sid: str | None = None) -> int | None:
+        """Record a code send unless `per_hour` were sent in the last hour; return its id.
 
         The number's guard row is locked first, so concurrent sends on any instance queue up
         behind each other and the cap cannot be overshot.
@@ -360,9 +408,28 @@ class Store:
                 select(func.count()).select_from(CodeSend).where(CodeSend.phone == phone)
             )
             if sent >= per_hour:
-                return False
-            session.add(CodeSend(phone=phone, sent_at=now))
-            return True
+                return None
+            send = CodeSend(phone=phone, sent_at=now, call_sid=call_sid, status=SendStatus.SENDING)
+            session.add(send)
+            session.flush()
+            return send.id
+
+    def finish_send(self, send_id: int, status: SendStatus, entry: CallLogEntry) -> None:
+        """Record how a send ended, with its call log entry, in one transaction."""
+        with self._session.begin() as session:
+            session.execute(update(CodeSend).where(CodeSend.id == send_id).values(status=status))
+            session.add(entry)
+
+    def send_status(self, call_sid: str) -> SendStatus | None:
+        """Return how the call's latest code send went, if it had one."""
+        with self._session() as session:
+            status = session.scalar(
+                select(CodeSend.status)
+                .where(CodeSend.call_sid == call_sid)
+                .order_by(CodeSend.id.desc())
+                .limit(1)
+            )
+        return SendStatus(status) if status else None
 
     # -- built-in one-time codes --------------------------------------------------------------
 
@@ -413,16 +480,7 @@ class Store:
         room: str | None = None,
     ) -> None:
         with self._session.begin() as session:
-            session.add(
-                CallLogEntry(
-                    at=utcnow(),
-                    call_sid=call_sid,
-                    phone=phone,
-                    name=name,
-                    room=room,
-                    outcome=str(outcome),
-                )
-            )
+            session.add(log_entry(outcome, call_sid=call_sid, phone=phone, name=name, room=room))
 
     def call_log(self, limit: int = 100) -> list[CallLogEntry]:
         with self._session() as session:

@@ -16,14 +16,20 @@ from werkzeug.exceptions import HTTPException
 
 from ivr import twiml
 from ivr.phones import caller_phone, is_withheld, parse_phone
+from ivr.sending import PendingSend
 from ivr.services import services
 from ivr.signature import is_signed_by_twilio
-from ivr.store import CallerAtLine, Outcome, Role, utcnow
-from ivr.verification import CheckResult, ProviderError, SendRefused
+from ivr.store import CallerAtLine, Outcome, Role, SendStatus, utcnow
+from ivr.verification import CheckResult, ProviderError
 
 # Codes sent to one number in any hour, whichever provider sends them.
 SENDS_PER_HOUR = 5
 SIX_DIGITS = re.compile(r"[0-9]{6}")
+# A code that never went out: what the caller hears at their next webhook instead of a prompt.
+UNSENT = {
+    SendStatus.FAILED: twiml.PROVIDER_FAULT,
+    SendStatus.REFUSED: twiml.SEND_LIMIT,
+}
 CONFERENCE_OUTCOMES = {
     "conference-start": Outcome.CONFERENCE_START,
     "conference-end": Outcome.CONFERENCE_END,
@@ -64,17 +70,14 @@ def voice():
     if _is_locked(caller):
         return call.locked_out(caller, caller.locked_until)
 
-    if not services().store.reserve_send(call.phone, SENDS_PER_HOUR):
+    send_id = services().store.reserve_send(call.phone, SENDS_PER_HOUR, call.call_sid)
+    if send_id is None:
         call.log(Outcome.SEND_LIMIT, caller)
         return _twiml(twiml.goodbye(twiml.SEND_LIMIT))
-    try:
-        services().codes.send(call.phone, "sms")
-    except SendRefused:
-        call.log(Outcome.SEND_LIMIT, caller)
-        return _twiml(twiml.goodbye(twiml.SEND_LIMIT))
-    except ProviderError as error:
-        return call.provider_fault(caller, error)
-    call.log(Outcome.CODE_SENT, caller)
+    # The greeting does not wait for Twilio: the code is sent while the caller hears it.
+    services().sender.send(
+        PendingSend(send_id, call.phone, call.call_sid, caller.name, caller.room)
+    )
     return _twiml(twiml.welcome(caller.name, *_gather_urls()))
 
 
@@ -88,12 +91,14 @@ def gather():
         return _no_input(call)
 
     store = services().store
-    caller = store.caller_at_line(call.phone, call.line)
+    caller = store.caller_at_line(call.phone, call.line, call.call_sid)
     if caller is None or caller.name is None:
         call.log(Outcome.UNKNOWN_NUMBER, caller)
         return _twiml(twiml.goodbye(twiml.UNKNOWN_NUMBER))
     if _is_locked(caller):
         return call.locked_out(caller, caller.locked_until)
+    if caller.send_status in UNSENT:
+        return _twiml(twiml.goodbye(UNSENT[caller.send_status]))
 
     if SIX_DIGITS.fullmatch(digits):
         try:
@@ -104,7 +109,8 @@ def gather():
         result = CheckResult.WRONG
 
     if result == CheckResult.APPROVED:
-        store.clear_failures(call.phone)
+        if caller.failures:
+            store.clear_failures(call.phone)
         joined = (
             Outcome.JOINED_MODERATOR
             if caller.role == Role.MODERATOR
@@ -146,6 +152,9 @@ def conference_events():
 
 def _no_input(call: _Call) -> Response:
     """The Gather heard nothing: ask again, without a new code, or say goodbye."""
+    status = services().store.send_status(call.call_sid) if call.call_sid else None
+    if status in UNSENT:
+        return _twiml(twiml.goodbye(UNSENT[status]))
     reprompt = request.args.get("reprompt", default=1, type=int)
     if reprompt > twiml.MAX_REPROMPTS:
         call.log(Outcome.NO_INPUT, None)

@@ -79,6 +79,8 @@ def make_app(fake_twilio, database, tmp_path) -> Callable:
 
     yield make
     for app in apps:
+        # Sends still in flight would land in the next test's fake Twilio.
+        app.extensions["ivr"].sender.close()
         app.extensions["ivr"].store.dispose()
 
 

@@ -62,6 +62,7 @@ class FakeTwilio:
     sends_per_number: dict[str, int] = field(default_factory=dict)
     faults: dict[str, Fault] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    generation: int = 0
 
     def start(self, port: int = 0) -> FakeTwilio:
         fake = self
@@ -103,6 +104,7 @@ class FakeTwilio:
 
     def reset(self) -> None:
         with self.lock:
+            self.generation += 1
             self.requests.clear()
             self.verifications.clear()
             self.sends_per_number.clear()
@@ -123,8 +125,18 @@ class FakeTwilio:
                 if r.kind == kind and (to is None or r.form["To"] == to)
             ]
 
-    def code_for(self, phone: str) -> str:
-        """Return the last code sent to `phone`, by text, call or Verify."""
+    def code_for(self, phone: str, wait: float = 0.0) -> str:
+        """Return the last code sent to `phone`, by text, call or Verify, waiting up to `wait` s."""
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                return self._last_code(phone)
+            except AssertionError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.02)
+
+    def _last_code(self, phone: str) -> str:
         with self.lock:
             if phone in self.verifications:
                 return self.verifications[phone].code
@@ -140,8 +152,12 @@ class FakeTwilio:
     # -- the API ---------------------------------------------------------------------------
 
     def answer(self, path: str, authorization: str | None, form: dict[str, str]):
+        generation = self.generation
         if self.latency:
             time.sleep(self.latency)
+        if generation != self.generation:
+            # Reset while this request slept: it belongs to a test that has ended.
+            return 503, _error(503, 20503, "fake Twilio was reset")
         kind = next((k for k, pattern in ROUTES if pattern.match(path)), None)
         if kind is None:
             return 404, _error(404, 20404, "The requested resource was not found")

@@ -81,8 +81,8 @@ def test_terminal_phone_on_a_fresh_clone_reaches_the_conference(tmp_path):
 
     assert output.splitlines() == [
         "Calling +18005550100 as +18005559876 ...",
-        f"[SMS to +18005559876] Your code is {phone.code()}",
         "Line: Welcome Blathers. Please enter the 6 digit code sent to your device.",
+        f"[SMS to +18005559876] Your code is {phone.code()}",
         KEYPAD + phone.code(),
         "Line: That was correct. Joining conference.",
         "*** Joined conference main as participant.",

@@ -113,7 +113,7 @@ def test_the_procfile_server_lets_in_exactly_the_right_caller(server, fake_twili
     assert ET.fromstring(welcome.content).find("Gather").get("action") == "/gather"
 
     joined = twilio_posts(
-        server, "/gather", call_params(BLATHERS, Digits=fake_twilio.code_for(BLATHERS))
+        server, "/gather", call_params(BLATHERS, Digits=fake_twilio.code_for(BLATHERS, wait=5))
     )
     conference = ET.fromstring(joined.content).find("Dial/Conference")
     assert conference.text == "main"

@@ -42,8 +42,16 @@ def failures(app, phone) -> int | None:
         return connection.scalar(select(NumberGuard.failures).where(NumberGuard.phone == phone))
 
 
-def dial_in(client, caller):
-    return twiml_of(signed_post(client, "/voice", call_params(caller)))
+def settle(app):
+    """Let codes that /voice started sending finish, so what Twilio was asked is all there."""
+    app.extensions["ivr"].sender.wait_idle()
+
+
+def dial_in(client, caller, **params):
+    """Answer a call at /voice, then let its code finish sending, as a caller reading it would."""
+    root = twiml_of(signed_post(client, "/voice", call_params(caller, **params)))
+    settle(client.application)
+    return root
 
 
 def enter(client, caller, digits):
@@ -72,6 +80,7 @@ def test_unsigned_or_badly_signed_requests_get_403_and_change_nothing(
     params = call_params(BLATHERS, Digits="123456", StatusCallbackEvent="participant-join")
 
     response = client.post(path, data=params, headers=headers)
+    settle(builtin_app)
 
     assert response.status_code == 403
     assert fake_twilio.requests == []
@@ -82,6 +91,7 @@ def test_signature_made_with_another_token_is_refused(builtin_app, fake_twilio):
     response = signed_post(
         builtin_app.test_client(), "/voice", call_params(BLATHERS), token="someone-else"
     )
+    settle(builtin_app)
     assert response.status_code == 403
     assert fake_twilio.requests == []
 
@@ -93,6 +103,7 @@ def test_tampered_parameters_are_refused(builtin_app, fake_twilio):
     params["From"] = BLATHERS  # an attacker swaps the caller after Twilio signed
 
     assert client.post("/voice", data=params, headers=headers).status_code == 403
+    settle(builtin_app)
     assert fake_twilio.requests == []
 
 
@@ -117,12 +128,14 @@ def test_behind_a_proxy_signatures_are_checked_against_public_base_url(make_app,
     client = app.test_client()
 
     direct = signed_post(client, "/voice", call_params(BLATHERS))
+    settle(app)
     assert direct.status_code == 403
     assert fake_twilio.requests == []
 
     root = twiml_of(
         signed_post(client, "/voice", call_params(BLATHERS), base="https://line.example.com")
     )
+    settle(app)
     assert verbs(root) == ["Gather", "Redirect"]
     assert len(fake_twilio.sent("message", BLATHERS)) == 1
 
@@ -387,16 +400,23 @@ def test_a_participant_removed_mid_call_cannot_enter_their_code(app, client, fak
 # -- provider faults -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("kind", "status", "code"),
-    [("message", 500, 20500), ("message", 400, 21610), ("message", 429, 20429)],
-)
-def test_builtin_delivery_failures_are_spoken(builtin_app, fake_twilio, kind, status, code):
-    fake_twilio.fail(kind, status, code)
+def assert_heard_at_the_next_webhook(app, message, *, counted=0):
+    """After a failed send: the code prompt and the no-input re-prompt both say what went wrong."""
+    client = app.test_client()
+    assert_goodbye(enter(client, BLATHERS, "123456"), message)
+    reprompt = signed_post(client, "/gather?reprompt=1", call_params(BLATHERS))
+    assert_goodbye(twiml_of(reprompt), message)
+    assert (failures(app, BLATHERS) or 0) == counted
+
+
+@pytest.mark.parametrize(("status", "code"), [(500, 20500), (400, 21610), (429, 20429)])
+def test_a_failed_text_is_heard_at_the_next_webhook(builtin_app, fake_twilio, status, code):
+    fake_twilio.fail("message", status, code)
 
     root = dial_in(builtin_app.test_client(), BLATHERS)
 
-    assert_goodbye(root, twiml.PROVIDER_FAULT)
+    assert verbs(root) == ["Gather", "Redirect"]
+    assert_heard_at_the_next_webhook(builtin_app, twiml.PROVIDER_FAULT)
     assert outcomes(builtin_app) == ["provider error"]
 
 
@@ -408,22 +428,35 @@ def verify_app(make_app):
 
 
 @pytest.mark.parametrize(("status", "code"), [(500, 20500), (503, 20503), (429, 20429)])
-def test_verify_send_faults_are_spoken(verify_app, fake_twilio, status, code):
+def test_a_failed_verify_send_is_heard_at_the_next_webhook(verify_app, fake_twilio, status, code):
     fake_twilio.fail("verify-send", status, code)
 
-    root = dial_in(verify_app.test_client(), BLATHERS)
+    dial_in(verify_app.test_client(), BLATHERS)
 
-    assert_goodbye(root, twiml.PROVIDER_FAULT)
+    assert_heard_at_the_next_webhook(verify_app, twiml.PROVIDER_FAULT)
+    assert fake_twilio.sent("verify-check") == []
     assert outcomes(verify_app) == ["provider error"]
 
 
 def test_verify_too_many_sends_is_a_send_limit_not_a_fault(verify_app, fake_twilio):
     fake_twilio.fail("verify-send", 429, 60203, "Max send attempts reached")
 
-    root = dial_in(verify_app.test_client(), BLATHERS)
+    dial_in(verify_app.test_client(), BLATHERS)
 
-    assert_goodbye(root, twiml.SEND_LIMIT)
+    assert_heard_at_the_next_webhook(verify_app, twiml.SEND_LIMIT)
     assert outcomes(verify_app) == ["send limit reached"]
+
+
+def test_a_failed_send_on_another_call_does_not_matter(verify_app, fake_twilio):
+    client = verify_app.test_client()
+    fake_twilio.fail("verify-send", 500, 20500)
+    dial_in(client, BLATHERS, call_sid="CA" + "01" * 16)
+
+    dial_in(client, BLATHERS, call_sid="CA" + "02" * 16)
+    params = call_params(BLATHERS, call_sid="CA" + "02" * 16, Digits=fake_twilio.code_for(BLATHERS))
+    root = twiml_of(signed_post(client, "/gather", params))
+
+    assert root.find("Dial/Conference") is not None
 
 
 def test_verify_404_on_check_means_expired(verify_app, fake_twilio):
@@ -458,18 +491,41 @@ def test_verify_check_fault_is_spoken_and_not_counted(verify_app, fake_twilio):
     assert failures(verify_app, BLATHERS) == 0
 
 
-def test_a_slow_provider_is_cut_off_well_inside_twilios_limit(make_app, fake_twilio, provider):
+def slow_app(make_app, provider):
     overrides = {"VERIFY_SERVICE_SID": VERIFY_SID} if provider == "verify" else {}
     app = make_app(TWILIO_TIMEOUT_SECONDS=0.5, **overrides)
     seed_roster(app)
+    return app
+
+
+def test_a_slow_send_does_not_hold_the_greeting(make_app, fake_twilio, provider):
+    app = slow_app(make_app, provider)
+    fake_twilio.latency = 3
+    client = app.test_client()
+
+    started = time.monotonic()
+    root = twiml_of(signed_post(client, "/voice", call_params(BLATHERS)))
+    answered = time.monotonic() - started
+    app.extensions["ivr"].sender.wait_idle()
+    cut_off = time.monotonic() - started
+
+    assert verbs(root) == ["Gather", "Redirect"]
+    assert answered < 0.5
+    assert cut_off < 3
+    assert_heard_at_the_next_webhook(app, twiml.PROVIDER_FAULT)
+
+
+def test_a_slow_verify_check_is_cut_off_well_inside_twilios_limit(make_app, fake_twilio):
+    app = slow_app(make_app, "verify")
+    client = app.test_client()
+    dial_in(client, BLATHERS)
     fake_twilio.latency = 3
 
     started = time.monotonic()
-    root = dial_in(app.test_client(), BLATHERS)
-    elapsed = time.monotonic() - started
+    root = enter(client, BLATHERS, fake_twilio.code_for(BLATHERS))
 
+    assert time.monotonic() - started < 3
     assert_goodbye(root, twiml.PROVIDER_FAULT)
-    assert elapsed < 3
 
 
 def test_an_unreachable_provider_is_spoken(make_app, provider):
@@ -477,9 +533,9 @@ def test_an_unreachable_provider_is_spoken(make_app, provider):
     app = make_app(TWILIO_API_URL=f"http://127.0.0.1:{free_port()}", **overrides)
     seed_roster(app)
 
-    root = dial_in(app.test_client(), BLATHERS)
+    dial_in(app.test_client(), BLATHERS)
 
-    assert_goodbye(root, twiml.PROVIDER_FAULT)
+    assert_heard_at_the_next_webhook(app, twiml.PROVIDER_FAULT)
     assert outcomes(app) == ["provider error"]
 
 

@@ -1,0 +1,84 @@
+"""Codes go out after /voice has answered: the caller hears the greeting while Twilio sends.
+
+A send that fails is recorded against the call, so the call's next webhook - on any instance -
+tells the caller instead of waiting for a code that will never come.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+
+from ivr.store import Outcome, SendStatus, Store, log_entry
+from ivr.verification import CodeProvider, ProviderError, SendRefused
+
+log = logging.getLogger(__name__)
+
+# Sends in flight per process; each waits on Twilio for at most TWILIO_TIMEOUT_SECONDS.
+SENDER_THREADS = 16
+
+
+@dataclass(frozen=True)
+class PendingSend:
+    send_id: int
+    phone: str
+    call_sid: str | None
+    name: str | None
+    room: str | None
+
+
+class CodeSender:
+    def __init__(self, store: Store, codes: CodeProvider, threads: int = SENDER_THREADS) -> None:
+        self._store = store
+        self._codes = codes
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="code-sender")
+        self._in_flight: set[Future] = set()
+        self._lock = threading.Lock()
+
+    def send(self, pending: PendingSend) -> None:
+        """Start sending a code; return at once."""
+        future = self._pool.submit(self._deliver, pending)
+        with self._lock:
+            self._in_flight.add(future)
+        future.add_done_callback(self._forget)
+
+    def wait_idle(self, timeout: float = 30) -> None:
+        """Wait until every send started so far has finished (dev phone, tests, shutdown)."""
+        with self._lock:
+            in_flight = list(self._in_flight)
+        wait(in_flight, timeout=timeout)
+
+    def close(self) -> None:
+        """Finish the sends in flight and stop the threads."""
+        self._pool.shutdown(wait=True)
+
+    def _forget(self, future: Future) -> None:
+        with self._lock:
+            self._in_flight.discard(future)
+
+    def _deliver(self, pending: PendingSend) -> None:
+        try:
+            self._codes.send(pending.phone, "sms")
+            status, outcome = SendStatus.SENT, Outcome.CODE_SENT
+        except SendRefused:
+            status, outcome = SendStatus.REFUSED, Outcome.SEND_LIMIT
+        except ProviderError as error:
+            log.error("code send for call %s failed: %s", pending.call_sid, error)
+            status, outcome = SendStatus.FAILED, Outcome.PROVIDER_ERROR
+        except Exception:
+            # Nothing may escape a worker thread unseen: the caller must still hear about it.
+            log.exception("code send for call %s failed", pending.call_sid)
+            status, outcome = SendStatus.FAILED, Outcome.PROVIDER_ERROR
+        entry = log_entry(
+            outcome,
+            call_sid=pending.call_sid,
+            phone=pending.phone,
+            name=pending.name,
+            room=pending.room,
+        )
+        try:
+            self._store.finish_send(pending.send_id, status, entry)
+        except Exception:
+            log.exception("could not record the code send for call %s", pending.call_sid)
