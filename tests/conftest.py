@@ -231,3 +231,19 @@ def sign_in(client, fake, phone: str = ADMIN, channel: str = "sms"):
 def post_form(client, path: str, data: dict | None = None, *, token_from: str = "/admin/"):
     """POST a console form with a valid CSRF token taken from `token_from`."""
     return client.post(path, data={"csrf_token": csrf_token(client, token_from), **(data or {})})
+
+
+@pytest.fixture
+def live_server(admin_app):
+    """Serve the admin app over real HTTP on 127.0.0.1 for a browser; yield its base URL."""
+    import threading
+
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, admin_app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    # "localhost", not 127.0.0.1: Chromium keeps Secure cookies for http://localhost only.
+    yield f"http://localhost:{server.server_port}"
+    server.shutdown()
+    thread.join(timeout=5)

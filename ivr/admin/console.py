@@ -388,14 +388,14 @@ def _change_member(call_sid: str, *, muted: bool | None):
     return redirect(url_for("admin.live"))
 
 
-def _ask_twilio(action: str, request_: Callable[[], object]) -> bool:
+def _ask_twilio(action: str, send: Callable[[], object]) -> bool:
     """Make one REST request; False if Twilio no longer knows the call or conference.
 
     Raise ProviderError for any other failure.
     """
     with twilio_faults(action):
         try:
-            request_()
+            send()
         except TwilioRestException as error:
             if error.status == 404:
                 return False
