@@ -44,6 +44,9 @@ OTP_TTL_SECONDS = 600
 MAX_ATTEMPTS = 3
 LOCKOUT_SECONDS = 600
 
+# Hours an admin console sign-in lasts before the admin must sign in again (1 to 168).
+ADMIN_SESSION_HOURS = 8
+
 # The seed tutorial's participant list; loaded into an empty database (by init-db, or at start in
 # local mode) into the room "main". Manage the list afterwards with `flask --app ivr participants`.
 MODERATOR = "+18005551234"

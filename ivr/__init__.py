@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Mapping
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +27,11 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         sys.stderr.write(f"ivr: configuration error: {error}\n")
         raise SystemExit(EXIT_BAD_SETTINGS) from None
     app.config.update(settings)
+    app.config.update(_web_settings(settings))
 
-    from ivr import cli, health, voice
+    from flask_wtf.csrf import CSRFProtect
+
+    from ivr import admin, cli, health, voice
     from ivr.services import build_services, seed_participants
 
     app.extensions["ivr"] = ivr = build_services(settings)
@@ -38,12 +42,36 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     app.register_blueprint(voice.bp)
     app.register_blueprint(health.bp)
+    csrf = CSRFProtect()
+    # Twilio cannot send a CSRF token: its webhooks are signed instead. Health checks change
+    # nothing.
+    csrf.exempt(voice.bp)
+    csrf.exempt(health.bp)
     if settings["LOCAL_MODE"]:
         from ivr import devphone_views
 
         app.register_blueprint(devphone_views.bp)
+        # The dev phone's endpoints take JSON only, which a cross-site form cannot send.
+        csrf.exempt(devphone_views.bp)
+    csrf.init_app(app)
+    admin.init_app(app)
     cli.register(app)
     return app
+
+
+def _web_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """Return Flask's cookie, session and upload settings for the admin console."""
+    return {
+        # Local mode serves plain http://127.0.0.1, where a Secure cookie would never come back.
+        "SESSION_COOKIE_SECURE": settings.get("SESSION_COOKIE_SECURE", not settings["LOCAL_MODE"]),
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        "PERMANENT_SESSION_LIFETIME": timedelta(hours=settings["ADMIN_SESSION_HOURS"]),
+        # A token lives as long as the session it belongs to, which expires on its own.
+        "WTF_CSRF_TIME_LIMIT": None,
+        # Participant CSV uploads are the largest requests.
+        "MAX_CONTENT_LENGTH": 1024 * 1024,
+    }
 
 
 def _instance_path(configured: str | None) -> str | None:

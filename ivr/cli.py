@@ -1,4 +1,4 @@
-"""Commands for operators: `flask --app ivr init-db`, `participants ...`."""
+"""Commands for operators: `flask --app ivr init-db`, `participants ...`, `admins ...`."""
 
 from __future__ import annotations
 
@@ -16,12 +16,14 @@ from ivr.services import seed_participants, services
 from ivr.store import Role
 
 participants = AppGroup("participants", help="Manage who may join each room.")
+admins = AppGroup("admins", help="Manage who may sign in to the admin console at /admin.")
 
 
 def register(app: Flask) -> None:
     app.cli.add_command(init_db)
     app.cli.add_command(participants)
     app.cli.add_command(call)
+    app.cli.add_command(admins)
 
 
 def _store():
@@ -93,6 +95,39 @@ def import_(file) -> None:
 def export(file) -> None:
     """Write every participant as CSV to FILE, or to standard output."""
     roster.write_csv(_store().participants(), file or sys.stdout)
+
+
+@admins.command("add")
+@click.argument("phone")
+@click.argument("name")
+def add_admin(phone: str, name: str) -> None:
+    """Let PHONE (international format), called NAME, sign in to the admin console."""
+    number = _valid(lambda: roster.phone_from_text(phone))
+    clean_name = _valid(lambda: roster.participant(number, name).name)
+    added = _store().add_admin(number, clean_name)
+    verb = "can now sign in" if added else "was already an admin; name updated"
+    click.echo(f"{clean_name} ({international(number)}) {verb}.")
+
+
+@admins.command("list")
+def list_admins() -> None:
+    """List who may sign in to the admin console."""
+    rows = _store().admins()
+    if not rows:
+        click.echo("No admins. Add one with: flask --app ivr admins add PHONE NAME")
+        return
+    for admin in rows:
+        click.echo(f"{admin.phone}\t{admin.name}")
+
+
+@admins.command("remove")
+@click.argument("phone")
+def remove_admin(phone: str) -> None:
+    """Stop PHONE from signing in; their open sessions end at once."""
+    number = _valid(lambda: roster.phone_from_text(phone))
+    if not _store().remove_admin(number):
+        raise click.ClickException(f"{number} is not an admin")
+    click.echo(f"Removed admin {number}.")
 
 
 def _valid(make):

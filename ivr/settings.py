@@ -38,6 +38,7 @@ DEFAULTS: dict[str, Any] = {
     "OTP_TTL_SECONDS": 600,
     "MAX_ATTEMPTS": 3,
     "LOCKOUT_SECONDS": 600,
+    "ADMIN_SESSION_HOURS": 8,
     "KNOWN_PARTICIPANTS": None,
     "MODERATOR": None,
     "INSTANCE_PATH": None,
@@ -55,6 +56,7 @@ _INT_RANGES = {
     "OTP_TTL_SECONDS": (1, 600),
     "MAX_ATTEMPTS": (1, 100),
     "LOCKOUT_SECONDS": (1, 7 * 24 * 3600),
+    "ADMIN_SESSION_HOURS": (1, 7 * 24),
 }
 _DATABASE_SCHEMES = {
     "sqlite": "sqlite",

@@ -8,11 +8,13 @@ Times are naive UTC.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
 from sqlalchemy import (
+    Boolean,
     DateTime,
     ForeignKey,
     Integer,
@@ -30,9 +32,14 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, sessionmaker
 
 DEFAULT_ROOM_NAME = "main"
+
+
+class Conflict(ValueError):
+    """A change would break a uniqueness rule; the message names what is taken."""
 
 
 def utcnow() -> datetime:
@@ -115,6 +122,25 @@ class SendStatus(StrEnum):
     REFUSED = "refused"  # the provider will send no more codes to this number for now
 
 
+class SignInGuard(Base):
+    """Failed admin sign-in codes and their lockout, per number.
+
+    Kept apart from NumberGuard so that someone guessing at the console cannot lock a
+    participant out of the phone line.
+    """
+
+    __tablename__ = "sign_in_guards"
+
+    phone: Mapped[str] = mapped_column(String(20), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+Guard = type[NumberGuard] | type[SignInGuard]
+# What a lockout keeps a number from: calling the line, or signing in to the console.
+LOCKOUT_KINDS: dict[str, Guard] = {"line": NumberGuard, "sign-in": SignInGuard}
+
+
 class CodeSend(Base):
     """One code sent to a number; the last hour of these caps further sends.
 
@@ -146,7 +172,8 @@ class CallLogEntry(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     at: Mapped[datetime] = mapped_column(DateTime, index=True)
-    call_sid: Mapped[str | None] = mapped_column(String(64))
+    # Indexed: conference events find a call's caller by its SID.
+    call_sid: Mapped[str | None] = mapped_column(String(64), index=True)
     phone: Mapped[str | None] = mapped_column(String(40), index=True)
     name: Mapped[str | None] = mapped_column(String(100))
     room: Mapped[str | None] = mapped_column(String(100))
@@ -165,6 +192,52 @@ def log_entry(
     return CallLogEntry(
         at=utcnow(), call_sid=call_sid, phone=phone, name=name, room=room, outcome=str(outcome)
     )
+
+
+class Admin(Base):
+    """Someone who may sign in to the admin console."""
+
+    __tablename__ = "admins"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    phone: Mapped[str] = mapped_column(String(20), unique=True)
+    name: Mapped[str] = mapped_column(String(100))
+    # Sessions that began before this were ended by a sign-out, wherever their cookie went.
+    signed_out_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class ConferenceMember(Base):
+    """A call in a conference right now, as Twilio's conference events tell it."""
+
+    __tablename__ = "conference_members"
+
+    call_sid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    conference_sid: Mapped[str] = mapped_column(String(64), index=True)
+    room: Mapped[str] = mapped_column(String(100))
+    label: Mapped[str | None] = mapped_column(String(100))
+    phone: Mapped[str | None] = mapped_column(String(40))
+    muted: Mapped[bool] = mapped_column(Boolean, default=False)
+    joined_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+@dataclass(frozen=True)
+class CallLogPage:
+    entries: list[CallLogEntry]
+    total: int
+    page: int
+    per_page: int
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self.total // self.per_page))
+
+
+@dataclass(frozen=True)
+class Lockout:
+    phone: str
+    locked_until: datetime
+    kind: str  # a key of LOCKOUT_KINDS
+    names: list[str]
 
 
 @dataclass(frozen=True)
@@ -230,6 +303,44 @@ class Store:
         with self._session() as session:
             return list(session.scalars(select(Room).order_by(Room.name)))
 
+    def room_sizes(self) -> dict[str, int]:
+        """Return how many participants each room has, by room name."""
+        stmt = (
+            select(Room.name, func.count(Participant.id)).outerjoin(Participant).group_by(Room.name)
+        )
+        with self._session() as session:
+            return {name: count for name, count in session.execute(stmt)}
+
+    def room(self, room_id: int) -> Room | None:
+        with self._session() as session:
+            return session.get(Room, room_id)
+
+    def create_room(self, name: str, line_number: str | None, hold_music_url: str | None) -> Room:
+        """Add a room; raise Conflict if its name or line number is taken."""
+        room = Room(name=name, line_number=line_number, hold_music_url=hold_music_url)
+        with self._unique_room(name, line_number):
+            with self._session.begin() as session:
+                session.add(room)
+        return room
+
+    def update_room(
+        self, room_id: int, name: str, line_number: str | None, hold_music_url: str | None
+    ) -> bool:
+        """Change a room; return False if it is gone, raise Conflict if a value is taken."""
+        with self._unique_room(name, line_number, room_id):
+            with self._session.begin() as session:
+                room = session.get(Room, room_id)
+                if room is None:
+                    return False
+                room.name, room.line_number = name, line_number
+                room.hold_music_url = hold_music_url
+        return True
+
+    def delete_room(self, room_id: int) -> bool:
+        """Delete a room and its participants; return whether it existed."""
+        with self._session.begin() as session:
+            return session.execute(delete(Room).where(Room.id == room_id)).rowcount > 0
+
     def add_participant(self, row: ParticipantRow) -> None:
         """Add a participant to a room, or update their name and role if already there."""
         self.import_participants([row])
@@ -257,13 +368,41 @@ class Store:
                 count += 1
         return count
 
-    def participants(self, room: str | None = None) -> list[ParticipantRow]:
+    def participants(
+        self, room: str | None = None, search: str | None = None
+    ) -> list[ParticipantRow]:
+        """List participants, of one room if given, whose name or number contains `search`."""
         stmt = select(Participant.phone, Participant.name, Participant.role, Room.name).join(Room)
         if room is not None:
             stmt = stmt.where(Room.name == room)
+        if search:
+            matches = [func.lower(Participant.name).like(_contains(search.lower()), escape="\\")]
+            digits = _digits(search)
+            if digits:
+                matches.append(Participant.phone.like(_contains(digits), escape="\\"))
+            stmt = stmt.where(or_(*matches))
         stmt = stmt.order_by(Room.name, Participant.role, Participant.name, Participant.phone)
         with self._session() as session:
             return [ParticipantRow(p, n, Role(r), rm) for p, n, r, rm in session.execute(stmt)]
+
+    def update_participant(self, old_phone: str, row: ParticipantRow) -> bool:
+        """Replace `old_phone`'s entry in `row.room` with `row`; return False if it is gone.
+
+        Raise Conflict if the new number is already listed in the room.
+        """
+        try:
+            with self._session.begin() as session:
+                entry = session.scalar(
+                    select(Participant)
+                    .join(Room)
+                    .where(Room.name == row.room, Participant.phone == old_phone)
+                )
+                if entry is None:
+                    return False
+                entry.phone, entry.name, entry.role = row.phone, row.name, row.role
+        except IntegrityError:
+            raise Conflict(f"{row.phone} is already in room {row.room}") from None
+        return True
 
     def remove_participant(self, phone: str, room: str | None = None) -> int:
         """Remove a number from one room, or from every room; return how many rows went."""
@@ -329,58 +468,73 @@ class Store:
 
     # -- failed attempts, lockouts and send caps ----------------------------------------------
 
-    def locked_until(self, phone: str) -> datetime | None:
+    def locked_until(self, phone: str, guard: Guard = NumberGuard) -> datetime | None:
         """Return when the number's lockout ends, or None if it is not locked now."""
         with self._session() as session:
-            until = session.scalar(
-                select(NumberGuard.locked_until).where(NumberGuard.phone == phone)
-            )
+            until = session.scalar(select(guard.locked_until).where(guard.phone == phone))
         return until if until is not None and until > utcnow() else None
 
     def record_failure(
-        self, phone: str, max_attempts: int, lockout_seconds: int
+        self, phone: str, max_attempts: int, lockout_seconds: int, guard: Guard = NumberGuard
     ) -> datetime | None:
         """Count a failed entry; at `max_attempts` lock the number and return when it ends."""
         now = utcnow()
         until = now + timedelta(seconds=lockout_seconds)
-        reaching = NumberGuard.failures + 1 >= max_attempts
+        reaching = guard.failures + 1 >= max_attempts
         first_locks = max_attempts <= 1
         stmt = (
-            self._insert(NumberGuard)
+            self._insert(guard)
             .values(
                 phone=phone,
                 failures=0 if first_locks else 1,
                 locked_until=until if first_locks else None,
             )
             .on_conflict_do_update(
-                index_elements=[NumberGuard.phone],
+                index_elements=[guard.phone],
                 set_={
                     # A lockout starts a fresh count for when it ends.
-                    "failures": case((reaching, 0), else_=NumberGuard.failures + 1),
-                    "locked_until": case((reaching, until), else_=NumberGuard.locked_until),
+                    "failures": case((reaching, 0), else_=guard.failures + 1),
+                    "locked_until": case((reaching, until), else_=guard.locked_until),
                 },
             )
-            .returning(NumberGuard.locked_until)
+            .returning(guard.locked_until)
         )
         with self._session.begin() as session:
             locked_until = session.execute(stmt).scalar_one()
         return locked_until if locked_until is not None and locked_until > now else None
 
-    def clear_failures(self, phone: str) -> None:
+    def clear_failures(self, phone: str, guard: Guard = NumberGuard) -> None:
         with self._session.begin() as session:
-            session.execute(
-                update(NumberGuard).where(NumberGuard.phone == phone).values(failures=0)
-            )
+            session.execute(update(guard).where(guard.phone == phone).values(failures=0))
 
-    def unlock(self, phone: str) -> bool:
+    def unlock(self, phone: str, guard: Guard = NumberGuard) -> bool:
         """End a number's lockout and forget its failures; return whether it was locked."""
         with self._session.begin() as session:
             result = session.execute(
-                update(NumberGuard)
-                .where(NumberGuard.phone == phone, NumberGuard.locked_until > utcnow())
+                update(guard)
+                .where(guard.phone == phone, guard.locked_until > utcnow())
                 .values(failures=0, locked_until=None)
             )
             return result.rowcount > 0
+
+    def lockouts(self) -> list[Lockout]:
+        """Return the numbers locked now, from the line and the console, soonest ending first."""
+        now = utcnow()
+        found: dict[tuple[str, str], Lockout] = {}
+        with self._session() as session:
+            for kind, guard in LOCKOUT_KINDS.items():
+                stmt = (
+                    select(guard.phone, guard.locked_until, Participant.name, Admin.name)
+                    .outerjoin(Participant, Participant.phone == guard.phone)
+                    .outerjoin(Admin, Admin.phone == guard.phone)
+                    .where(guard.locked_until > now)
+                )
+                for phone, until, participant_name, admin_name in session.execute(stmt):
+                    lockout = found.setdefault((kind, phone), Lockout(phone, until, kind, []))
+                    for name in (participant_name, admin_name):
+                        if name and name not in lockout.names:
+                            lockout.names.append(name)
+        return sorted(found.values(), key=lambda lockout: (lockout.locked_until, lockout.phone))
 
     def reserve_send(self, phone: str, per_hour: int, call_sid: str | None = None) -> int | None:
         """Record a code send unless `per_hour` were sent in the last hour; return its id.
@@ -488,7 +642,177 @@ class Store:
                 session.scalars(select(CallLogEntry).order_by(CallLogEntry.id.desc()).limit(limit))
             )
 
+    def call_log_page(
+        self,
+        *,
+        room: str | None = None,
+        phone: str | None = None,
+        outcome: str | None = None,
+        page: int = 1,
+        per_page: int = 50,
+    ) -> CallLogPage:
+        """Return one page of the call log, newest first, filtered by exact room and outcome.
+
+        `phone` matches any part of the number's digits, so "555 9876" finds +18005559876.
+        """
+        conditions = []
+        if room:
+            conditions.append(CallLogEntry.room == room)
+        if outcome:
+            conditions.append(CallLogEntry.outcome == outcome)
+        if phone:
+            # Withheld callers are logged as typed ("anonymous"); numbers match by digits.
+            needle = _digits(phone) or phone.strip().lower()
+            conditions.append(func.lower(CallLogEntry.phone).like(_contains(needle), escape="\\"))
+        page = max(1, page)
+        with self._session() as session:
+            total = session.scalar(
+                select(func.count()).select_from(CallLogEntry).where(*conditions)
+            )
+            entries = list(
+                session.scalars(
+                    select(CallLogEntry)
+                    .where(*conditions)
+                    .order_by(CallLogEntry.id.desc())
+                    .offset((page - 1) * per_page)
+                    .limit(per_page)
+                )
+            )
+        return CallLogPage(entries, total, page, per_page)
+
+    def logged_rooms(self) -> list[str]:
+        """Return every room name the call log mentions, for filtering."""
+        stmt = (
+            select(CallLogEntry.room)
+            .where(CallLogEntry.room.is_not(None))
+            .distinct()
+            .order_by(CallLogEntry.room)
+        )
+        with self._session() as session:
+            return list(session.scalars(stmt))
+
+    # -- live conferences ---------------------------------------------------------------------
+
+    def member_joined(
+        self, conference_sid: str, room: str, call_sid: str, label: str | None, muted: bool
+    ) -> str | None:
+        """Record a call entering a conference; return the caller's number if the log has it."""
+        with self._session.begin() as session:
+            phone = session.scalar(
+                select(CallLogEntry.phone)
+                .where(CallLogEntry.call_sid == call_sid, CallLogEntry.phone.is_not(None))
+                .order_by(CallLogEntry.id.desc())
+                .limit(1)
+            )
+            values = {
+                "conference_sid": conference_sid,
+                "room": room,
+                "label": label,
+                "phone": phone,
+                "muted": muted,
+            }
+            session.execute(
+                self._insert(ConferenceMember)
+                .values(call_sid=call_sid, joined_at=utcnow(), **values)
+                .on_conflict_do_update(index_elements=[ConferenceMember.call_sid], set_=values)
+            )
+        return phone
+
+    def member_left(self, call_sid: str) -> str | None:
+        """Forget a call that left its conference; return its number if it was known."""
+        with self._session.begin() as session:
+            return session.scalar(
+                delete(ConferenceMember)
+                .where(ConferenceMember.call_sid == call_sid)
+                .returning(ConferenceMember.phone)
+            )
+
+    def member_muted(self, call_sid: str, muted: bool) -> None:
+        with self._session.begin() as session:
+            session.execute(
+                update(ConferenceMember)
+                .where(ConferenceMember.call_sid == call_sid)
+                .values(muted=muted)
+            )
+
+    def conference_started(self, conference_sid: str, room: str) -> None:
+        """Drop members left over from an earlier conference in the same room."""
+        with self._session.begin() as session:
+            session.execute(
+                delete(ConferenceMember).where(
+                    ConferenceMember.room == room,
+                    ConferenceMember.conference_sid != conference_sid,
+                )
+            )
+
+    def conference_ended(self, conference_sid: str) -> None:
+        with self._session.begin() as session:
+            session.execute(
+                delete(ConferenceMember).where(ConferenceMember.conference_sid == conference_sid)
+            )
+
+    def live_members(self) -> list[ConferenceMember]:
+        """Return everyone in a conference now, by room and time of joining."""
+        stmt = select(ConferenceMember).order_by(
+            ConferenceMember.room, ConferenceMember.joined_at, ConferenceMember.call_sid
+        )
+        with self._session() as session:
+            return list(session.scalars(stmt))
+
+    def live_member(self, call_sid: str) -> ConferenceMember | None:
+        with self._session() as session:
+            return session.get(ConferenceMember, call_sid)
+
+    # -- admins -------------------------------------------------------------------------------
+
+    def add_admin(self, phone: str, name: str) -> bool:
+        """Add an admin, or rename them; return True if they are new."""
+        with self._session.begin() as session:
+            admin = session.scalar(select(Admin).where(Admin.phone == phone))
+            if admin is not None:
+                admin.name = name
+                return False
+            session.add(Admin(phone=phone, name=name))
+            return True
+
+    def admins(self) -> list[Admin]:
+        with self._session() as session:
+            return list(session.scalars(select(Admin).order_by(Admin.name, Admin.phone)))
+
+    def admin_by_phone(self, phone: str) -> Admin | None:
+        with self._session() as session:
+            return session.scalar(select(Admin).where(Admin.phone == phone))
+
+    def admin(self, admin_id: int) -> Admin | None:
+        with self._session() as session:
+            return session.get(Admin, admin_id)
+
+    def remove_admin(self, phone: str) -> bool:
+        with self._session.begin() as session:
+            return session.execute(delete(Admin).where(Admin.phone == phone)).rowcount > 0
+
+    def end_admin_sessions(self, admin_id: int) -> None:
+        """Make every session of this admin that began until now invalid."""
+        with self._session.begin() as session:
+            session.execute(
+                update(Admin).where(Admin.id == admin_id).values(signed_out_at=utcnow())
+            )
+
     # -- helpers ------------------------------------------------------------------------------
+
+    @contextmanager
+    def _unique_room(self, name: str, line_number: str | None, room_id: int | None = None):
+        """Turn a taken room name or line number into Conflict, naming which one."""
+        try:
+            yield
+        except IntegrityError:
+            with self._session() as session:
+                others = select(Room).where(Room.id != room_id) if room_id else select(Room)
+                if session.scalar(others.where(Room.name == name)) is not None:
+                    raise Conflict(f"a room named {name!r} already exists") from None
+                if line_number and session.scalar(others.where(Room.line_number == line_number)):
+                    raise Conflict(f"{line_number} is already the line of another room") from None
+            raise
 
     def _insert(self, model: type[Base]):
         dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
@@ -502,6 +826,16 @@ class Store:
             session.add(room)
             session.flush()
         return room
+
+
+def _contains(text: str) -> str:
+    """Return a LIKE pattern matching `text` literally anywhere (escape character \\)."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def _digits(text: str) -> str:
+    return "".join(character for character in text if character in "0123456789")
 
 
 def _make_engine(url: str) -> Engine:

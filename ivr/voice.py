@@ -139,15 +139,39 @@ def gather():
 
 @bp.post("/conference/events")
 def conference_events():
-    outcome = CONFERENCE_OUTCOMES.get(request.form.get("StatusCallbackEvent", ""))
+    event = request.form.get("StatusCallbackEvent", "")
+    phone = _track_live_members(event)
+    outcome = CONFERENCE_OUTCOMES.get(event)
     if outcome is not None:
         services().store.log_call(
             outcome,
             call_sid=request.form.get("CallSid"),
+            phone=phone,
             name=request.form.get("ParticipantLabel"),
             room=request.form.get("FriendlyName"),
         )
     return _twiml(twiml.empty())
+
+
+def _track_live_members(event: str) -> str | None:
+    """Keep the admin console's list of who is in each conference; return the caller's number."""
+    form, store = request.form, services().store
+    conference_sid, call_sid = form.get("ConferenceSid", ""), form.get("CallSid", "")
+    room = form.get("FriendlyName", "")
+    if event == "conference-start" and conference_sid:
+        store.conference_started(conference_sid, room)
+    elif event == "conference-end" and conference_sid:
+        store.conference_ended(conference_sid)
+    elif event == "participant-join" and conference_sid and call_sid:
+        muted = form.get("Muted", "").lower() == "true"
+        return store.member_joined(
+            conference_sid, room, call_sid, form.get("ParticipantLabel"), muted
+        )
+    elif event == "participant-leave" and call_sid:
+        return store.member_left(call_sid)
+    elif event in ("participant-mute", "participant-unmute") and call_sid:
+        store.member_muted(call_sid, event == "participant-mute")
+    return None
 
 
 def _no_input(call: _Call) -> Response:

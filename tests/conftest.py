@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
@@ -170,3 +171,81 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+# -- the admin console ---------------------------------------------------------------------
+
+ADMIN = "+18005550111"
+ADMIN_NAME = "Nook"
+_CSRF_INPUT = re.compile(
+    r'name="csrf_token" type="hidden" value="([^"]+)"|name="csrf_token" value="([^"]+)"'
+)
+
+
+@pytest.fixture
+def admin_app(make_app):
+    """An app with the tutorial's callers and one admin; sign-in steps are not padded."""
+    app = make_app(ADMIN_SIGN_IN_FLOOR_SECONDS=0)
+    seed_roster(app)
+    app.extensions["ivr"].store.add_admin(ADMIN, ADMIN_NAME)
+    return app
+
+
+@pytest.fixture
+def admin_client(admin_app, fake_twilio):
+    """A test client signed in to the console as ADMIN."""
+    client = admin_app.test_client()
+    response = sign_in(client, fake_twilio)
+    assert response.status_code == 302
+    assert response.location == "/admin/"
+    fake_twilio.reset()
+    return client
+
+
+def csrf_token(client, path: str = "/admin/sign-in") -> str:
+    """Read the CSRF token a page of the console puts in its forms."""
+    page = client.get(path)
+    assert page.status_code == 200, page.status_code
+    match = _CSRF_INPUT.search(page.get_data(as_text=True))
+    assert match, f"no CSRF token on {path}"
+    return match.group(1) or match.group(2)
+
+
+def start_sign_in(client, phone: str = ADMIN, channel: str = "sms"):
+    """Steps 1 and 2: give the number and ask for a code; return the step 2 answer."""
+    token = csrf_token(client)
+    response = client.post("/admin/sign-in", data={"csrf_token": token, "phone": phone})
+    assert response.status_code == 302, response.get_data(as_text=True)
+    return client.post("/admin/sign-in/send", data={"csrf_token": token, "channel": channel})
+
+
+def enter_code(client, code: str):
+    token = csrf_token(client, "/admin/sign-in/code")
+    return client.post("/admin/sign-in/code", data={"csrf_token": token, "code": code})
+
+
+def sign_in(client, fake, phone: str = ADMIN, channel: str = "sms"):
+    """Sign in with the code the fake Twilio delivered; return the code step's answer."""
+    start_sign_in(client, phone, channel)
+    return enter_code(client, fake.code_for(phone))
+
+
+def post_form(client, path: str, data: dict | None = None, *, token_from: str = "/admin/"):
+    """POST a console form with a valid CSRF token taken from `token_from`."""
+    return client.post(path, data={"csrf_token": csrf_token(client, token_from), **(data or {})})
+
+
+@pytest.fixture
+def live_server(admin_app):
+    """Serve the admin app over real HTTP on 127.0.0.1 for a browser; yield its base URL."""
+    import threading
+
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, admin_app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    # "localhost", not 127.0.0.1: Chromium keeps Secure cookies for http://localhost only.
+    yield f"http://localhost:{server.server_port}"
+    server.shutdown()
+    thread.join(timeout=5)

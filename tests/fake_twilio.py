@@ -1,8 +1,9 @@
 """A small local stand-in for Twilio's REST API, reached through TWILIO_API_URL.
 
 It speaks just enough of Verify (verifications and checks, with the documented 404, 60202 and
-60203 answers), Messaging and Calls for the real twilio library to build every request and parse
-every answer. Tests read what was sent and can make the next answers fail or slow.
+60203 answers), Messaging, Calls and Conferences (mute, remove, end) for the real twilio library
+to build every request and parse every answer. Tests read what was sent and can make the next
+answers fail or slow.
 """
 
 from __future__ import annotations
@@ -25,7 +26,16 @@ ROUTES = [
     ("verify-check", re.compile(r"^/verify/v2/Services/(VA\w+)/VerificationCheck$")),
     ("message", re.compile(r"^/api/2010-04-01/Accounts/(AC\w+)/Messages\.json$")),
     ("call", re.compile(r"^/api/2010-04-01/Accounts/(AC\w+)/Calls\.json$")),
+    (
+        "conference-participant",
+        re.compile(
+            r"^/api/2010-04-01/Accounts/(AC\w+)/Conferences/(CF\w+)/Participants/(CA\w+)\.json$"
+        ),
+    ),
+    ("conference", re.compile(r"^/api/2010-04-01/Accounts/(AC\w+)/Conferences/(CF\w+)\.json$")),
 ]
+# RFC 2822, as Twilio's 2010-04-01 API writes dates.
+FAKE_DATE = "Thu, 01 Jan 2026 00:00:00 +0000"
 
 
 @dataclass
@@ -33,6 +43,7 @@ class Recorded:
     kind: str
     path: str
     form: dict[str, str]
+    method: str = "POST"
 
 
 @dataclass
@@ -71,11 +82,20 @@ class FakeTwilio:
             protocol_version = "HTTP/1.1"
 
             def do_POST(self) -> None:  # noqa: N802 - the http.server API
+                self._answer("POST")
+
+            def do_DELETE(self) -> None:  # noqa: N802 - the http.server API
+                self._answer("DELETE")
+
+            def _answer(self, method: str) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length).decode()
                 form = {k: v[-1] for k, v in parse_qs(body, keep_blank_values=True).items()}
-                status, payload = fake.answer(self.path, self.headers.get("Authorization"), form)
-                data = json.dumps(payload).encode()
+                status, payload = fake.answer(
+                    self.path, self.headers.get("Authorization"), form, method
+                )
+                # 204 No Content, as Twilio answers a successful DELETE.
+                data = b"" if payload is None else json.dumps(payload).encode()
                 try:
                     self.send_response(status)
                     self.send_header("Content-Type", "application/json")
@@ -144,14 +164,22 @@ class FakeTwilio:
                 if recorded.form.get("To") != phone:
                     continue
                 text = recorded.form.get("Body") or recorded.form.get("Twiml") or ""
-                digits = re.sub(r"[^0-9]", "", text.split("Again")[0])
+                spoken = re.search(r"code is ([0-9][0-9, ]*)", text)
+                digits = re.sub(r"[^0-9]", "", spoken.group(1) if spoken else "")
                 if recorded.kind in ("message", "call") and len(digits) == 6:
                     return digits
         raise AssertionError(f"no code was sent to {phone}")
 
     # -- the API ---------------------------------------------------------------------------
 
-    def answer(self, path: str, authorization: str | None, form: dict[str, str]):
+    def requests_of(self, kind: str) -> list[tuple[str, str, dict[str, str]]]:
+        """Return (method, path, form) of every request of `kind`, oldest first."""
+        with self.lock:
+            return [(r.method, r.path, r.form) for r in self.requests if r.kind == kind]
+
+    def answer(
+        self, path: str, authorization: str | None, form: dict[str, str], method: str = "POST"
+    ):
         generation = self.generation
         if self.latency:
             time.sleep(self.latency)
@@ -159,18 +187,20 @@ class FakeTwilio:
             # Reset while this request slept: it belongs to a test that has ended.
             return 503, _error(503, 20503, "fake Twilio was reset")
         kind = next((k for k, pattern in ROUTES if pattern.match(path)), None)
-        if kind is None:
+        if kind is None or (method == "DELETE" and kind != "conference-participant"):
             return 404, _error(404, 20404, "The requested resource was not found")
         if authorization != _basic(self.account_sid, self.auth_token):
             return 401, _error(401, 20003, "Authentication Error - invalid username")
         with self.lock:
-            self.requests.append(Recorded(kind, path, form))
+            self.requests.append(Recorded(kind, path, form, method))
             fault = self.faults.get(kind)
             if fault is not None:
                 fault.times -= 1
                 if fault.times <= 0:
                     del self.faults[kind]
                 return fault.status, _error(fault.status, fault.code, fault.message)
+            if method == "DELETE":
+                return 204, None
             return getattr(self, "_" + kind.replace("-", "_"))(path, form)
 
     def _verify_send(self, path: str, form: dict[str, str]):
@@ -223,6 +253,48 @@ class FakeTwilio:
             "from": form.get("From"),
             "status": "queued",
             "direction": "outbound-api",
+            "uri": path,
+        }
+
+    def _conference_participant(self, path: str, form: dict[str, str]):
+        parts = path.split("/")
+        conference_sid, call_sid = parts[5], parts[7].removesuffix(".json")
+        return 200, {
+            "account_sid": self.account_sid,
+            "call_sid": call_sid,
+            "conference_sid": conference_sid,
+            "label": None,
+            "call_sid_to_coach": None,
+            "coaching": False,
+            "date_created": FAKE_DATE,
+            "date_updated": FAKE_DATE,
+            "end_conference_on_exit": False,
+            "start_conference_on_enter": True,
+            "muted": form.get("Muted", "false") == "true",
+            "hold": form.get("Hold", "false") == "true",
+            "queue_time": None,
+            "status": "connected",
+            "uri": path,
+        }
+
+    def _conference(self, path: str, form: dict[str, str]):
+        sid = path.split("/")[5].removesuffix(".json")
+        ended = form.get("Status") == "completed"
+        return 200, {
+            "account_sid": self.account_sid,
+            "api_version": "2010-04-01",
+            "call_sid_ending_conference": None,
+            "date_created": FAKE_DATE,
+            "date_updated": FAKE_DATE,
+            "friendly_name": "main",
+            "reason_conference_ended": "conference-ended-via-api" if ended else None,
+            "region": "us1",
+            "sid": sid,
+            "status": "completed" if ended else "in-progress",
+            "subresource_uris": {
+                "participants": path.removesuffix(".json") + "/Participants.json",
+                "recordings": path.removesuffix(".json") + "/Recordings.json",
+            },
             "uri": path,
         }
 

@@ -80,9 +80,10 @@ def server(environment, tmp_path):
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
-            if requests.get(f"{base}/healthz", timeout=1).status_code == 200:
+            if requests.get(f"{base}/healthz", timeout=2).status_code == 200:
                 break
-        except requests.ConnectionError:
+        except requests.RequestException:
+            # Not listening yet, or listening while its workers still boot.
             time.sleep(0.2)
     else:
         process.kill()

@@ -1,0 +1,31 @@
+"""The admin console: sign-in with a one-time code, then rooms, participants, calls and live
+conferences under /admin.
+"""
+
+from __future__ import annotations
+
+from flask import Flask
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
+
+from ivr.admin import auth, console
+
+
+def init_app(app: Flask) -> None:
+    """Register the console's blueprints and its sign-in rate limits."""
+    app.register_blueprint(auth.bp)
+    app.register_blueprint(console.bp)
+
+    # One limiter per app: Flask-Limiter keeps its storage on the extension object. With
+    # REDIS_URL every instance counts in the same place; if Redis fails, counting goes on in
+    # memory rather than locking admins out or letting attempts through uncounted.
+    limiter = Limiter(
+        get_remote_address,
+        storage_uri=app.config["REDIS_URL"] or "memory://",
+        key_prefix="ivr-admin",
+        strategy="moving-window",
+        swallow_errors=True,
+        in_memory_fallback_enabled=True,
+    )
+    limiter.init_app(app)
+    auth.apply_rate_limits(limiter, app)

@@ -1,0 +1,450 @@
+"""The console's pages: rooms, participants, call log, lockouts and live conferences.
+
+Views are thin: forms validate, the store reads and writes (through the same functions as the
+command line), the Twilio client mutes and removes, and every action ends in a flash message.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Callable
+from datetime import datetime
+
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    flash,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from twilio.base.exceptions import TwilioRestException
+
+from ivr import roster
+from ivr.admin import auth, pages
+from ivr.admin.forms import (
+    ApplyImportForm,
+    ButtonForm,
+    CallFilterForm,
+    ImportForm,
+    ParticipantForm,
+    RoomForm,
+    UnlockForm,
+)
+from ivr.phones import international
+from ivr.services import services
+from ivr.store import LOCKOUT_KINDS, Conflict, Outcome, ParticipantRow, Room, utcnow
+from ivr.verification import ProviderError, twilio_faults
+
+log = logging.getLogger(__name__)
+bp = Blueprint(
+    "admin",
+    __name__,
+    url_prefix="/admin",
+    template_folder="templates",
+    static_folder="static",
+)
+bp.before_request(auth.require_admin)
+pages.set_up(bp)
+
+CALLS_PER_PAGE = 50
+NEEDS_TWILIO = "Live control needs Twilio credentials; the line is running in local mode."
+
+
+@bp.app_template_filter("phone")
+def phone_filter(value: str | None) -> str:
+    """Show an E.164 number in international format, anything else as it is."""
+    if value and value.startswith("+"):
+        try:
+            return international(value)
+        except ValueError:
+            return value
+    return value or ""
+
+
+@bp.app_template_filter("when")
+def when_filter(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S UTC") if value else ""
+
+
+@bp.app_template_filter("minutes_left")
+def minutes_left_filter(until: datetime) -> str:
+    minutes = max(1, -(-int((until - utcnow()).total_seconds()) // 60))
+    return f"{minutes} minute{'s' if minutes != 1 else ''}"
+
+
+@bp.get("/")
+def dashboard():
+    store = services().store
+    return render_template(
+        "admin/dashboard.html",
+        rooms=store.rooms(),
+        sizes=store.room_sizes(),
+        live=store.live_members(),
+        lockouts=store.lockouts(),
+        recent=store.call_log_page(per_page=8).entries,
+    )
+
+
+# -- rooms ------------------------------------------------------------------------------------
+
+
+@bp.get("/rooms")
+def rooms():
+    store = services().store
+    return render_template(
+        "admin/rooms.html", rooms=store.rooms(), sizes=store.room_sizes(), button=ButtonForm()
+    )
+
+
+@bp.route("/rooms/new", methods=["GET", "POST"])
+def new_room():
+    form = RoomForm()
+    if form.validate_on_submit():
+        try:
+            room = services().store.create_room(
+                form.name.data, form.line_number.data, form.hold_music_url.data
+            )
+        except Conflict as error:
+            form.form_errors.append(f"Not saved: {error}.")
+        else:
+            flash(f"Room {room.name} created.", "success")
+            return redirect(url_for("admin.room", room_id=room.id))
+    return _form_page("admin/room_form.html", form, room=None)
+
+
+@bp.route("/rooms/<int:room_id>/edit", methods=["GET", "POST"])
+def edit_room(room_id: int):
+    room = _room_or_404(room_id)
+    form = RoomForm(obj=room)
+    if form.validate_on_submit():
+        try:
+            changed = services().store.update_room(
+                room_id, form.name.data, form.line_number.data, form.hold_music_url.data
+            )
+        except Conflict as error:
+            form.form_errors.append(f"Not saved: {error}.")
+        else:
+            if not changed:
+                abort(404)
+            flash(f"Room {form.name.data} saved.", "success")
+            return redirect(url_for("admin.room", room_id=room_id))
+    return _form_page("admin/room_form.html", form, room=room)
+
+
+@bp.route("/rooms/<int:room_id>/delete", methods=["GET", "POST"])
+def delete_room(room_id: int):
+    room = _room_or_404(room_id)
+    form = ButtonForm()
+    if form.validate_on_submit():
+        services().store.delete_room(room_id)
+        flash(f"Room {room.name} and its participants were deleted.", "success")
+        return redirect(url_for("admin.rooms"))
+    count = services().store.room_sizes().get(room.name, 0)
+    return render_template("admin/room_delete.html", room=room, count=count, form=form)
+
+
+# -- participants -----------------------------------------------------------------------------
+
+
+@bp.route("/rooms/<int:room_id>", methods=["GET", "POST"])
+def room(room_id: int):
+    """List a room's participants, with search, and add one."""
+    room = _room_or_404(room_id)
+    form = ParticipantForm()
+    if form.validate_on_submit():
+        row = _participant_row(form, room)
+        if row is not None:
+            existing = {p.phone for p in services().store.participants(room.name)}
+            services().store.add_participant(row)
+            verb = "updated" if row.phone in existing else "added"
+            flash(f"{row.name} ({international(row.phone)}) {verb} as {row.role.value}.", "success")
+            return redirect(url_for("admin.room", room_id=room_id))
+    search = request.args.get("q", "").strip()
+    return _form_page(
+        "admin/room.html",
+        form,
+        room=room,
+        search=search,
+        participants=services().store.participants(room.name, search or None),
+        button=ButtonForm(),
+    )
+
+
+@bp.route("/rooms/<int:room_id>/participants/<phone>/edit", methods=["GET", "POST"])
+def edit_participant(room_id: int, phone: str):
+    room = _room_or_404(room_id)
+    current = next((p for p in services().store.participants(room.name) if p.phone == phone), None)
+    if current is None:
+        abort(404)
+    form = ParticipantForm(
+        data={"phone": current.phone, "name": current.name, "role": current.role.value}
+    )
+    if form.validate_on_submit():
+        row = _participant_row(form, room)
+        if row is not None:
+            try:
+                services().store.update_participant(phone, row)
+            except Conflict as error:
+                form.phone.errors.append(f"{error}.")
+            else:
+                flash(f"{row.name} ({international(row.phone)}) saved.", "success")
+                return redirect(url_for("admin.room", room_id=room_id))
+    return _form_page("admin/participant_form.html", form, room=room, participant=current)
+
+
+@bp.post("/rooms/<int:room_id>/participants/<phone>/remove")
+def remove_participant(room_id: int, phone: str):
+    room = _room_or_404(room_id)
+    if ButtonForm().validate_on_submit():
+        if services().store.remove_participant(phone, room.name):
+            flash(f"{international(phone)} removed from {room.name}.", "success")
+        else:
+            flash(f"{phone} was not in {room.name}.", "error")
+    return redirect(url_for("admin.room", room_id=room_id))
+
+
+@bp.route("/participants/import", methods=["GET", "POST"])
+def import_participants():
+    """Upload a CSV and preview it; nothing changes until the preview is applied."""
+    form = ImportForm()
+    if form.validate_on_submit():
+        text = _decoded(form.file.data.read())
+        rows = _parsed_csv(text)
+        if rows is not None:
+            existing = {(p.room, p.phone) for p in services().store.participants()}
+            return render_template(
+                "admin/import_preview.html",
+                rows=rows,
+                existing=existing,
+                apply_form=ApplyImportForm(csv_text=text),
+                filename=form.file.data.filename,
+            )
+    return _form_page("admin/import.html", form)
+
+
+@bp.post("/participants/import/apply")
+def apply_import():
+    form = ApplyImportForm()
+    if form.validate_on_submit():
+        rows = _parsed_csv(form.csv_text.data)
+        if rows is not None:
+            count = services().store.import_participants(rows)
+            flash(f"Imported {count} participant{'s' if count != 1 else ''}.", "success")
+            return redirect(url_for("admin.rooms"))
+    else:
+        flash("Nothing was imported: the preview was incomplete. Upload the file again.", "error")
+    return redirect(url_for("admin.import_participants"))
+
+
+@bp.get("/participants/export.csv")
+def export_participants():
+    room = request.args.get("room") or None
+    handle = io.StringIO()
+    roster.write_csv(services().store.participants(room), handle)
+    filename = f"participants-{room}.csv" if room else "participants.csv"
+    return Response(
+        handle.getvalue(),
+        mimetype="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="{_safe_filename(filename)}"'},
+    )
+
+
+# -- call log and lockouts ----------------------------------------------------------------------
+
+
+@bp.get("/calls")
+def calls():
+    store = services().store
+    form = CallFilterForm(request.args)
+    form.room.choices = {"": "All rooms"} | {name: name for name in store.logged_rooms()}
+    form.outcome.choices = {"": "All outcomes"} | {o.value: o.value for o in Outcome}
+    page = max(1, request.args.get("page", default=1, type=int))
+    result = store.call_log_page(
+        room=form.room.data or None,
+        phone=(form.phone.data or "").strip() or None,
+        outcome=form.outcome.data or None,
+        page=page,
+        per_page=CALLS_PER_PAGE,
+    )
+    filters = {k: v for k, v in request.args.items() if k != "page" and v}
+    return render_template("admin/calls.html", form=form, result=result, filters=filters)
+
+
+@bp.get("/lockouts")
+def lockouts():
+    lockouts = services().store.lockouts()
+    forms = {(x.kind, x.phone): UnlockForm(phone=x.phone, kind=x.kind) for x in lockouts}
+    return render_template("admin/lockouts.html", lockouts=lockouts, forms=forms)
+
+
+@bp.post("/lockouts/unlock")
+def unlock():
+    form = UnlockForm()
+    guard = LOCKOUT_KINDS.get(form.kind.data or "")
+    if form.validate_on_submit() and guard is not None:
+        if services().store.unlock(form.phone.data, guard):
+            flash(f"{phone_filter(form.phone.data)} is unlocked.", "success")
+        else:
+            flash(f"{phone_filter(form.phone.data)} was not locked any more.", "info")
+    else:
+        flash("Nothing was unlocked: the request was incomplete.", "error")
+    return redirect(url_for("admin.lockouts"))
+
+
+# -- live conferences -------------------------------------------------------------------------
+
+
+@bp.get("/live")
+def live():
+    members = services().store.live_members()
+    by_room: dict[str, list] = {}
+    for member in members:
+        by_room.setdefault(member.room, []).append(member)
+    return render_template(
+        "admin/live.html",
+        by_room=by_room,
+        button=ButtonForm(),
+        has_twilio=services().twilio is not None,
+    )
+
+
+@bp.post("/live/<call_sid>/mute")
+def mute(call_sid: str):
+    return _change_member(call_sid, muted=True)
+
+
+@bp.post("/live/<call_sid>/unmute")
+def unmute(call_sid: str):
+    return _change_member(call_sid, muted=False)
+
+
+@bp.post("/live/<call_sid>/remove")
+def remove_member(call_sid: str):
+    return _change_member(call_sid, muted=None)
+
+
+@bp.post("/live/conferences/<conference_sid>/end")
+def end_conference(conference_sid: str):
+    if not ButtonForm().validate_on_submit():
+        abort(400)
+    store, client = services().store, services().twilio
+    room = next(
+        (m.room for m in store.live_members() if m.conference_sid == conference_sid),
+        "the conference",
+    )
+    if client is None:
+        flash(NEEDS_TWILIO, "error")
+        return redirect(url_for("admin.live"))
+    try:
+        _ask_twilio(
+            "end conference", lambda: client.conferences(conference_sid).update(status="completed")
+        )
+    except ProviderError as error:
+        log.error("could not end conference %s: %s", conference_sid, error)
+        flash(f"Twilio did not end the conference in {room}: {error}. Try again.", "error")
+        return redirect(url_for("admin.live"))
+    store.conference_ended(conference_sid)
+    flash(f"Ended the conference in {room}.", "success")
+    return redirect(url_for("admin.live"))
+
+
+def _change_member(call_sid: str, *, muted: bool | None):
+    """Mute, unmute (muted True/False) or remove (None) a caller through Twilio's REST API."""
+    if not ButtonForm().validate_on_submit():
+        abort(400)
+    store, client = services().store, services().twilio
+    member = store.live_member(call_sid)
+    if member is None:
+        flash("That caller is no longer in a conference.", "info")
+        return redirect(url_for("admin.live"))
+    who = member.label or phone_filter(member.phone) or "The caller"
+    if client is None:
+        flash(NEEDS_TWILIO, "error")
+        return redirect(url_for("admin.live"))
+    participant = client.conferences(member.conference_sid).participants(call_sid)
+    action = "remove" if muted is None else ("mute" if muted else "unmute")
+    try:
+        if muted is None:
+            present = _ask_twilio(f"{action} participant", participant.delete)
+        else:
+            present = _ask_twilio(f"{action} participant", lambda: participant.update(muted=muted))
+    except ProviderError as error:
+        log.error("could not %s %s: %s", action, call_sid, error)
+        flash(f"Twilio did not {action} {who}: {error}. Try again.", "error")
+        return redirect(url_for("admin.live"))
+    if not present:
+        store.member_left(call_sid)
+        flash(f"{who} had already left the conference.", "info")
+    elif muted is None:
+        store.member_left(call_sid)
+        flash(f"{who} was removed from {member.room}.", "success")
+    else:
+        store.member_muted(call_sid, muted)
+        flash(f"{who} is {'muted' if muted else 'unmuted'}.", "success")
+    return redirect(url_for("admin.live"))
+
+
+def _ask_twilio(action: str, send: Callable[[], object]) -> bool:
+    """Make one REST request; False if Twilio no longer knows the call or conference.
+
+    Raise ProviderError for any other failure.
+    """
+    with twilio_faults(action):
+        try:
+            send()
+        except TwilioRestException as error:
+            if error.status == 404:
+                return False
+            raise
+    return True
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+def _room_or_404(room_id: int) -> Room:
+    room = services().store.room(room_id)
+    if room is None:
+        abort(404)
+    return room
+
+
+def _participant_row(form: ParticipantForm, room: Room) -> ParticipantRow | None:
+    """Validate with the same rules as the command line; put problems on the form."""
+    try:
+        return roster.participant(form.phone.data, form.name.data, form.role.data, room.name)
+    except roster.RosterError as error:
+        form.name.errors.append(str(error).capitalize() + ".")
+        return None
+
+
+def _parsed_csv(text: str | None) -> list[ParticipantRow] | None:
+    if text is None:
+        flash("Nothing was imported: the file is not UTF-8 text.", "error")
+        return None
+    try:
+        return roster.read_csv(text)
+    except roster.RosterError as error:
+        flash(f"Nothing was imported: {error}.", "error")
+        return None
+
+
+def _decoded(data: bytes) -> str | None:
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return None
+
+
+def _safe_filename(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+def _form_page(template: str, form, **context):
+    """Render a page with a form: 400 when a submitted form was refused, else 200."""
+    refused = request.method == "POST" and (form.errors or getattr(form, "form_errors", None))
+    return render_template(template, form=form, **context), 400 if refused else 200

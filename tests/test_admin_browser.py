@@ -1,0 +1,199 @@
+"""The console in real headless Chromium: sign in, add, import, find, unlock, mute.
+
+Needs Debian's chromium at /usr/bin/chromium (CI installs it); set IVR_SKIP_BROWSER=1 to skip.
+Every page visited is saved as a PNG in tests/artifacts/ for review.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import (
+    ACCOUNT_SID,
+    ADMIN,
+    BLATHERS,
+    call_params,
+    signed_post,
+)
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).parent / "artifacts"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+CONFERENCE = "CF" + "d4" * 16
+CALL_BLATHERS = "CA" + "b1" * 16
+TOMMY = "+18005556789"
+
+
+@pytest.fixture
+def browser():
+    if os.environ.get("IVR_SKIP_BROWSER") == "1":
+        pytest.skip("IVR_SKIP_BROWSER=1")
+    if not CHROMIUM.exists():
+        pytest.fail(
+            f"{CHROMIUM} is missing: install it with `apt-get install -y chromium` "
+            "(or set IVR_SKIP_BROWSER=1 to skip the browser tests)"
+        )
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser):
+    """A page that records every JavaScript error and accepts confirmation dialogs."""
+    context = browser.new_context(viewport={"width": 1280, "height": 860})
+    page = context.new_page()
+    page.js_errors = []
+    page.on(
+        "console",
+        lambda message: page.js_errors.append(message.text) if message.type == "error" else None,
+    )
+    page.on("pageerror", lambda error: page.js_errors.append(str(error)))
+    page.on("dialog", lambda dialog: dialog.accept())
+    page.set_default_timeout(10_000)
+    yield page
+    context.close()
+
+
+def shot(page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"admin-{name}.png"), full_page=True)
+
+
+def flash_text(page) -> str:
+    return page.locator(".flashes").inner_text()
+
+
+def a_day_on_the_line(app, fake) -> None:
+    """Calls the console will show: a join, a stranger, and Blathers in the conference now."""
+    line = app.test_client()
+    signed_post(line, "/voice", call_params(BLATHERS, call_sid=CALL_BLATHERS))
+    app.extensions["ivr"].sender.wait_idle()
+    code = fake.code_for(BLATHERS)
+    signed_post(line, "/gather", call_params(BLATHERS, call_sid=CALL_BLATHERS, Digits=code))
+    signed_post(line, "/voice", call_params("+18005550199", call_sid="CA" + "f0" * 16))
+    conference = {"AccountSid": ACCOUNT_SID, "ConferenceSid": CONFERENCE, "FriendlyName": "main"}
+    signed_post(
+        line, "/conference/events", {**conference, "StatusCallbackEvent": "conference-start"}
+    )
+    signed_post(
+        line,
+        "/conference/events",
+        {
+            **conference,
+            "StatusCallbackEvent": "participant-join",
+            "CallSid": CALL_BLATHERS,
+            "ParticipantLabel": "Blathers",
+            "Muted": "false",
+        },
+    )
+    app.extensions["ivr"].store.record_failure("+18005554321", 1, 600)
+    fake.reset()
+
+
+def test_an_admin_runs_the_line_from_the_browser(
+    page, live_server, admin_app, fake_twilio, tmp_path
+):
+    store = admin_app.extensions["ivr"].store
+    a_day_on_the_line(admin_app, fake_twilio)
+
+    # Sign in with the code the fake Twilio texted.
+    page.goto(f"{live_server}/admin/")
+    assert page.url == f"{live_server}/admin/sign-in"
+    shot(page, "01-sign-in")
+    page.get_by_label("Your phone number").fill("+1 800 555 0111")
+    page.get_by_role("button", name="Continue").click()
+    page.get_by_label("Text message (SMS)").check()
+    shot(page, "02-choose-channel")
+    page.get_by_role("button", name="Send code").click()
+    assert "a code is on its way by text message" in flash_text(page)
+    page.get_by_label("Code").fill(fake_twilio.code_for(ADMIN))
+    shot(page, "03-enter-code")
+    page.get_by_role("button", name="Sign in").click()
+    assert page.url == f"{live_server}/admin/"
+    assert "Welcome, Nook." in flash_text(page)
+    shot(page, "04-overview")
+
+    # Add a participant to the main room.
+    page.get_by_role("link", name="Rooms & participants").click()
+    shot(page, "05-rooms")
+    page.get_by_role("link", name="main", exact=True).click()
+    page.get_by_label("Phone number").fill("+1 800 555 6789")
+    page.get_by_label("Name").fill("Tommy")
+    page.get_by_label("Role").select_option("moderator")
+    page.get_by_role("button", name="Add participant").click()
+    assert "Tommy (+1 800-555-6789) added as moderator." in flash_text(page)
+    assert page.get_by_role("cell", name="+1 800-555-6789").is_visible()
+    shot(page, "06-room")
+    assert (TOMMY, "Tommy") in [(p.phone, p.name) for p in store.participants("main")]
+
+    # Import a CSV: preview first, then apply.
+    csv_file = tmp_path / "neighbours.csv"
+    csv_file.write_text("phone,name,role,room\n+18005550123,Timmy,participant,main\n")
+    page.get_by_role("link", name="Rooms & participants").click()
+    page.get_by_role("link", name="Import CSV").click()
+    page.get_by_label("CSV file").set_input_files(str(csv_file))
+    page.get_by_role("button", name="Preview import").click()
+    assert page.get_by_role("heading", name="Preview: 1 participant").is_visible()
+    shot(page, "07-import-preview")
+    assert "+18005550123" not in [p.phone for p in store.participants()]
+    page.get_by_role("button", name="Apply import").click()
+    assert "Imported 1 participant." in flash_text(page)
+    assert "+18005550123" in [p.phone for p in store.participants("main")]
+
+    # Find Blathers' call in the log.
+    page.get_by_role("link", name="Call log").click()
+    page.get_by_label("Number").fill("555 9876")
+    page.get_by_label("Outcome").select_option("joined as participant")
+    page.get_by_role("button", name="Filter").click()
+    rows = page.locator("tbody tr")
+    assert rows.count() == 1
+    assert "Blathers" in rows.first.inner_text()
+    assert "joined as participant" in rows.first.inner_text()
+    shot(page, "08-call-log")
+
+    # Unlock Mabel's number.
+    page.get_by_role("link", name="Lockouts").click()
+    shot(page, "09-lockouts")
+    page.get_by_role("button", name="Unlock +1 800-555-4321").click()
+    assert "+1 800-555-4321 is unlocked." in flash_text(page)
+    assert store.locked_until("+18005554321") is None
+    shot(page, "10-lockouts-after")
+
+    # Mute Blathers in the live conference: Twilio's Participants API is called.
+    page.get_by_role("link", name="Live").click()
+    shot(page, "11-live")
+    page.get_by_role("button", name="Mute Blathers").click()
+    assert "Blathers is muted." in flash_text(page)
+    assert page.get_by_role("button", name="Unmute Blathers").is_visible()
+    path = f"/api/2010-04-01/Accounts/{ACCOUNT_SID}/Conferences/{CONFERENCE}"
+    assert fake_twilio.requests_of("conference-participant") == [
+        ("POST", f"{path}/Participants/{CALL_BLATHERS}.json", {"Muted": "true"})
+    ]
+    shot(page, "12-live-muted")
+
+    # The layout holds on a phone-sized screen.
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.get_by_role("link", name="Overview").click()
+    shot(page, "13-overview-phone")
+
+    page.get_by_role("button", name="Sign out").click()
+    assert page.url == f"{live_server}/admin/sign-in"
+    assert "You are signed out." in flash_text(page)
+
+    assert page.js_errors == []

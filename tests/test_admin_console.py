@@ -1,0 +1,578 @@
+"""Console pages: rooms, participants, CSV import/export, call log, lockouts, live control, CLI."""
+
+from __future__ import annotations
+
+import html
+import io
+import re
+
+import pytest
+from sqlalchemy import select
+
+from ivr.store import NumberGuard, Outcome, Participant, Room, SignInGuard
+from tests.conftest import (
+    ACCOUNT_SID,
+    ADMIN,
+    BLATHERS,
+    MABEL,
+    MODERATOR,
+    call_params,
+    csrf_token,
+    post_form,
+    signed_post,
+)
+
+CONFERENCE = "CF" + "d4" * 16
+CALL_BLATHERS = "CA" + "b1" * 16
+CALL_MABEL = "CA" + "a1" * 16
+TOMMY = "+18005556789"
+CONFERENCE_API = f"/api/2010-04-01/Accounts/{ACCOUNT_SID}/Conferences/{CONFERENCE}"
+
+
+def text_of(response) -> str:
+    return response.get_data(as_text=True)
+
+
+def flashes(client) -> list[str]:
+    with client.session_transaction() as session:
+        return [message for _, message in session.pop("_flashes", [])]
+
+
+def store_of(app):
+    return app.extensions["ivr"].store
+
+
+def main_room(app) -> Room:
+    return next(r for r in store_of(app).rooms() if r.name == "main")
+
+
+def roster(app, room: str = "main") -> list[tuple[str, str, str]]:
+    return [(p.phone, p.name, p.role.value) for p in store_of(app).participants(room)]
+
+
+def table(app, model) -> list:
+    with store_of(app).engine.connect() as connection:
+        return list(connection.execute(select(model.__table__)))
+
+
+# -- rooms -------------------------------------------------------------------------------------
+
+
+def test_rooms_are_listed_created_edited_and_deleted(admin_client, admin_app):
+    response = post_form(
+        admin_client,
+        "/admin/rooms/new",
+        {
+            "name": " Board  meeting ",
+            "line_number": "+1 800 555 0123",
+            "hold_music_url": "https://example.com/hold.mp3",
+        },
+    )
+    board = next(r for r in store_of(admin_app).rooms() if r.name == "Board meeting")
+    assert response.status_code == 302
+    assert response.location == f"/admin/rooms/{board.id}"
+    assert (board.line_number, board.hold_music_url) == (
+        "+18005550123",
+        "https://example.com/hold.mp3",
+    )
+    assert flashes(admin_client) == ["Room Board meeting created."]
+
+    page = text_of(admin_client.get("/admin/rooms"))
+    assert "Board meeting" in page and "+1 800-555-0123" in page
+
+    response = post_form(
+        admin_client,
+        f"/admin/rooms/{board.id}/edit",
+        {"name": "Board", "line_number": "", "hold_music_url": ""},
+    )
+    assert response.status_code == 302
+    edited = store_of(admin_app).room(board.id)
+    assert (edited.name, edited.line_number, edited.hold_music_url) == ("Board", None, None)
+    assert flashes(admin_client) == ["Room Board saved."]
+
+    confirm = admin_client.get(f"/admin/rooms/{board.id}/delete")
+    assert confirm.status_code == 200
+    assert "Delete room Board?" in text_of(confirm)
+    assert store_of(admin_app).room(board.id) is not None  # asking is not deleting
+
+    response = post_form(admin_client, f"/admin/rooms/{board.id}/delete")
+    assert response.status_code == 302
+    assert store_of(admin_app).room(board.id) is None
+    assert flashes(admin_client) == ["Room Board and its participants were deleted."]
+
+
+def test_deleting_a_room_deletes_its_participants(admin_client, admin_app):
+    room = main_room(admin_app)
+    post_form(admin_client, f"/admin/rooms/{room.id}/delete")
+    assert table(admin_app, Participant) == []
+
+
+@pytest.mark.parametrize(
+    ("form", "message"),
+    [
+        ({"name": ""}, "Give the room a name."),
+        ({"name": "x", "line_number": "555"}, "is not a valid phone number"),
+        ({"name": "x", "hold_music_url": "ftp://x"}, "Enter a full http:// or https:// address"),
+        ({"name": "main"}, "Not saved: a room named &#39;main&#39; already exists."),
+    ],
+)
+def test_a_bad_room_is_refused_with_a_clear_message(admin_client, admin_app, form, message):
+    before = table(admin_app, Room)
+    response = post_form(admin_client, "/admin/rooms/new", form)
+    assert response.status_code == 400
+    assert message in text_of(response)
+    assert table(admin_app, Room) == before
+
+
+def test_two_rooms_cannot_share_a_line_number(admin_client, admin_app):
+    store_of(admin_app).create_room("east", "+18005550123", None)
+    response = post_form(
+        admin_client, "/admin/rooms/new", {"name": "west", "line_number": "+18005550123"}
+    )
+    assert response.status_code == 400
+    assert "+18005550123 is already the line of another room" in text_of(response)
+
+
+def test_an_unknown_room_is_404(admin_client):
+    assert admin_client.get("/admin/rooms/999").status_code == 404
+    assert admin_client.get("/admin/rooms/999/edit").status_code == 404
+
+
+# -- participants ------------------------------------------------------------------------------
+
+
+def test_a_room_lists_its_participants_in_international_format(admin_client, admin_app):
+    page = text_of(admin_client.get(f"/admin/rooms/{main_room(admin_app).id}"))
+    for name, shown in [("Isabelle", "+1 800-555-1234"), ("Blathers", "+1 800-555-9876")]:
+        assert name in page and shown in page
+    assert "moderator" in page
+
+
+@pytest.mark.parametrize(
+    ("query", "names"),
+    [("bla", ["Blathers"]), ("MAB", ["Mabel"]), ("555 4321", ["Mabel"]), ("zzz", [])],
+)
+def test_participants_can_be_searched_by_name_or_number(admin_client, admin_app, query, names):
+    page = text_of(admin_client.get(f"/admin/rooms/{main_room(admin_app).id}?q={query}"))
+    shown = [n for n in ("Isabelle", "Blathers", "Mabel") if f"<td>{n}</td>" in page]
+    assert shown == names
+
+
+def test_adding_a_participant_uses_the_same_rules_as_the_command_line(admin_client, admin_app):
+    room = main_room(admin_app)
+    response = post_form(
+        admin_client,
+        f"/admin/rooms/{room.id}",
+        {"phone": "+1 (800) 555-6789", "name": " Tommy ", "role": "moderator"},
+    )
+    assert response.status_code == 302
+    assert flashes(admin_client) == ["Tommy (+1 800-555-6789) added as moderator."]
+    assert (TOMMY, "Tommy", "moderator") in roster(admin_app)
+
+
+@pytest.mark.parametrize("phone", ["8005556789", "+1800555", "not a number", ""])
+def test_a_bad_number_is_refused_with_a_clear_error(admin_client, admin_app, phone):
+    room = main_room(admin_app)
+    response = post_form(admin_client, f"/admin/rooms/{room.id}", {"phone": phone, "name": "Tommy"})
+    assert response.status_code == 400
+    assert "is not a valid phone number: use international format, e.g. +18005559876" in (
+        text_of(response)
+    )
+    assert len(roster(admin_app)) == 3
+
+
+def test_a_participant_is_edited_and_removed(admin_client, admin_app):
+    room = main_room(admin_app)
+    path = f"/admin/rooms/{room.id}/participants/{BLATHERS}"
+    form = text_of(admin_client.get(path + "/edit"))
+    assert 'value="+18005559876"' in form and 'value="Blathers"' in form
+
+    response = post_form(
+        admin_client, path + "/edit", {"phone": TOMMY, "name": "Tom", "role": "moderator"}
+    )
+    assert response.status_code == 302
+    assert (TOMMY, "Tom", "moderator") in roster(admin_app)
+    assert BLATHERS not in [p for p, _, _ in roster(admin_app)]
+
+    # Taking a number already in the room is refused.
+    response = post_form(
+        admin_client,
+        f"/admin/rooms/{room.id}/participants/{TOMMY}/edit",
+        {"phone": MABEL, "name": "Tom", "role": "participant"},
+    )
+    assert response.status_code == 400
+    assert "+18005554321 is already in room main." in text_of(response)
+
+    flashes(admin_client)
+    response = post_form(admin_client, f"/admin/rooms/{room.id}/participants/{TOMMY}/remove")
+    assert response.status_code == 302
+    assert flashes(admin_client) == ["+1 800-555-6789 removed from main."]
+    assert [p for p, _, _ in roster(admin_app)] == [MODERATOR, MABEL]
+
+
+def test_csv_import_previews_then_applies_all_rows(admin_client, admin_app):
+    csv_text = (
+        "phone,name,role,room\n"
+        "+18005556789,Tommy,participant,main\n"
+        "+18005559876,Blathers the Owl,moderator,main\n"
+        "+18005550123,Timmy,,board\n"
+    )
+    token = csrf_token(admin_client, "/admin/participants/import")
+    preview = admin_client.post(
+        "/admin/participants/import",
+        data={"csrf_token": token, "file": (io.BytesIO(csv_text.encode()), "people.csv")},
+        content_type="multipart/form-data",
+    )
+    assert preview.status_code == 200
+    page = text_of(preview)
+    assert "Preview: 3 participants" in page
+    assert page.count(">new<") == 2 and page.count(">update<") == 1
+    assert len(roster(admin_app)) == 3  # a preview changes nothing
+
+    applied_token = re.search(
+        r'id="csrf_token" name="csrf_token" type="hidden" value="([^"]+)"', page
+    )
+    hidden = re.search(r'id="csv_text" name="csv_text" type="hidden" value="([^"]*)"', page)
+    response = admin_client.post(
+        "/admin/participants/import/apply",
+        data={"csrf_token": applied_token.group(1), "csv_text": html.unescape(hidden.group(1))},
+    )
+    assert response.status_code == 302
+    assert flashes(admin_client) == ["Imported 3 participants."]
+    assert (TOMMY, "Tommy", "participant") in roster(admin_app)
+    assert (BLATHERS, "Blathers the Owl", "moderator") in roster(admin_app)
+    assert roster(admin_app, "board") == [("+18005550123", "Timmy", "participant")]
+
+
+@pytest.mark.parametrize("where", ["upload", "apply"])
+def test_a_csv_with_a_bad_row_imports_nothing(admin_client, admin_app, where):
+    csv_text = "+18005556789,Tommy,participant\n+1800555,Bad,participant\n"
+    if where == "upload":
+        token = csrf_token(admin_client, "/admin/participants/import")
+        response = admin_client.post(
+            "/admin/participants/import",
+            data={"csrf_token": token, "file": (io.BytesIO(csv_text.encode()), "bad.csv")},
+            content_type="multipart/form-data",
+        )
+        assert response.status_code == 200
+        assert "Nothing was imported: row 2:" in text_of(response)
+    else:
+        response = post_form(
+            admin_client, "/admin/participants/import/apply", {"csv_text": csv_text}
+        )
+        assert response.status_code == 302
+        assert flashes(admin_client)[0].startswith("Nothing was imported: row 2:")
+    assert len(roster(admin_app)) == 3
+
+
+def test_csv_export_is_what_import_reads(admin_client, admin_app):
+    response = admin_client.get("/admin/participants/export.csv")
+    assert response.status_code == 200
+    assert response.mimetype == "text/csv"
+    assert response.headers["Content-Disposition"] == 'attachment; filename="participants.csv"'
+    assert text_of(response) == (
+        "phone,name,role,room\n"
+        "+18005551234,Isabelle,moderator,main\n"
+        "+18005559876,Blathers,participant,main\n"
+        "+18005554321,Mabel,participant,main\n"
+    )
+    one_room = admin_client.get("/admin/participants/export.csv?room=nowhere")
+    assert text_of(one_room) == "phone,name,role,room\n"
+
+
+# -- call log ----------------------------------------------------------------------------------
+
+
+def test_the_call_log_filters_by_room_number_and_outcome_and_never_shows_a_code(
+    admin_client, admin_app, fake_twilio
+):
+    line = admin_app.test_client()
+    signed_post(line, "/voice", call_params(BLATHERS))
+    admin_app.extensions["ivr"].sender.wait_idle()
+    code = fake_twilio.code_for(BLATHERS)
+    signed_post(line, "/gather", call_params(BLATHERS, Digits=code))
+    signed_post(line, "/voice", call_params("+18005550199", call_sid="CA" + "f0" * 16))
+    signed_post(line, "/voice", call_params("anonymous", call_sid="CA" + "f1" * 16))
+
+    page = text_of(admin_client.get("/admin/calls"))
+    assert "4 records" in page
+    for outcome in ("code sent", "joined as participant", "unknown number", "withheld number"):
+        assert outcome in page
+    assert code not in page
+
+    by_number = text_of(admin_client.get("/admin/calls?phone=555-9876"))
+    assert "2 records match" in by_number and "+1 800-555-9876" in by_number
+    by_outcome = text_of(admin_client.get("/admin/calls?outcome=unknown+number"))
+    assert "1 record match" in by_outcome and "+1 800-555-0199" in by_outcome
+    by_room = text_of(admin_client.get("/admin/calls?room=main&outcome=joined+as+participant"))
+    assert "1 record match" in by_room and "Blathers" in by_room
+
+
+def test_the_call_log_is_paginated(admin_client, admin_app):
+    store = store_of(admin_app)
+    for number in range(120):
+        store.log_call(Outcome.NO_INPUT, call_sid=f"CA{number:032d}", phone=BLATHERS)
+
+    first = text_of(admin_client.get("/admin/calls"))
+    assert "120 records; page 1 of 3." in first
+    assert first.count("no input</span>") == 50
+    assert 'href="/admin/calls?page=2" rel="next"' in first
+    last = text_of(admin_client.get("/admin/calls?page=3&outcome=no+input"))
+    assert "page 3 of 3" in last and last.count("no input</span>") == 20
+    assert 'rel="next"' not in last
+
+
+# -- lockouts ----------------------------------------------------------------------------------
+
+
+def test_locked_numbers_are_listed_and_unlocked(admin_client, admin_app):
+    store = store_of(admin_app)
+    store.record_failure(BLATHERS, 1, 600)
+    store.record_failure(MABEL, 1, 600, SignInGuard)
+
+    page = text_of(admin_client.get("/admin/lockouts"))
+    assert "+1 800-555-9876" in page and "Blathers" in page and "Calling the line" in page
+    assert "+1 800-555-4321" in page and "Console sign-in" in page
+    assert "10 minutes" in page
+
+    response = post_form(
+        admin_client, "/admin/lockouts/unlock", {"phone": BLATHERS, "kind": "line"}
+    )
+    assert response.status_code == 302
+    assert flashes(admin_client) == ["+1 800-555-9876 is unlocked."]
+    assert store.locked_until(BLATHERS) is None
+    assert store.locked_until(MABEL, SignInGuard) is not None
+    [guard] = [g for g in table(admin_app, NumberGuard) if g.phone == BLATHERS]
+    assert (guard.failures, guard.locked_until) == (0, None)
+
+
+def test_an_unlocked_number_can_call_again(admin_client, admin_app, fake_twilio):
+    store_of(admin_app).record_failure(BLATHERS, 1, 600)
+    post_form(admin_client, "/admin/lockouts/unlock", {"phone": BLATHERS, "kind": "line"})
+    line = admin_app.test_client()
+    response = signed_post(line, "/voice", call_params(BLATHERS))
+    assert b"Welcome Blathers" in response.data
+
+
+# -- live conference ---------------------------------------------------------------------------
+
+
+def conference_event(app, event: str, call_sid: str | None = None, **extra):
+    params = {
+        "AccountSid": ACCOUNT_SID,
+        "ConferenceSid": CONFERENCE,
+        "FriendlyName": "main",
+        "StatusCallbackEvent": event,
+        **extra,
+    }
+    if call_sid:
+        params["CallSid"] = call_sid
+    response = signed_post(
+        app.test_client(), "/conference/events", params, token=app.config["SIGNING_TOKEN"]
+    )
+    assert response.status_code == 200
+
+
+def join_two(app, fake):
+    """Blathers (through the real call flow) and Mabel join the main room's conference."""
+    line = app.test_client()
+    signed_post(line, "/voice", call_params(BLATHERS, call_sid=CALL_BLATHERS))
+    app.extensions["ivr"].sender.wait_idle()
+    code = fake.code_for(BLATHERS)
+    signed_post(line, "/gather", call_params(BLATHERS, call_sid=CALL_BLATHERS, Digits=code))
+    conference_event(app, "conference-start")
+    conference_event(app, "participant-join", CALL_BLATHERS, ParticipantLabel="Blathers")
+    conference_event(app, "participant-join", CALL_MABEL, ParticipantLabel="Mabel", Muted="true")
+    fake.reset()
+
+
+def members(app) -> list[tuple[str, str | None, bool]]:
+    return [(m.call_sid, m.phone, m.muted) for m in store_of(app).live_members()]
+
+
+def test_conference_events_keep_the_live_list(admin_client, admin_app, fake_twilio):
+    join_two(admin_app, fake_twilio)
+    assert members(admin_app) == [(CALL_BLATHERS, BLATHERS, False), (CALL_MABEL, None, True)]
+    page = text_of(admin_client.get("/admin/live"))
+    assert "Blathers" in page and "+1 800-555-9876" in page and "Mute Blathers" in page
+    assert "Unmute Mabel" in page
+
+    conference_event(admin_app, "participant-unmute", CALL_MABEL)
+    conference_event(admin_app, "participant-mute", CALL_BLATHERS)
+    assert members(admin_app) == [(CALL_BLATHERS, BLATHERS, True), (CALL_MABEL, None, False)]
+
+    conference_event(admin_app, "participant-leave", CALL_BLATHERS, ParticipantLabel="Blathers")
+    assert members(admin_app) == [(CALL_MABEL, None, False)]
+    conference_event(admin_app, "conference-end")
+    assert members(admin_app) == []
+    # The leave is logged with the caller's number, found from their call.
+    log = store_of(admin_app).call_log_page(outcome="left conference").entries
+    assert [(e.phone, e.name) for e in log] == [(BLATHERS, "Blathers")]
+
+
+def test_a_new_conference_in_a_room_drops_members_left_from_an_old_one(admin_app, fake_twilio):
+    join_two(admin_app, fake_twilio)
+    signed_post(
+        admin_app.test_client(),
+        "/conference/events",
+        {
+            "ConferenceSid": "CF" + "99" * 16,
+            "FriendlyName": "main",
+            "StatusCallbackEvent": "conference-start",
+        },
+    )
+    assert members(admin_app) == []
+
+
+@pytest.mark.parametrize(
+    ("action", "method", "form", "muted_after", "message"),
+    [
+        ("mute", "POST", {"Muted": "true"}, True, "Blathers is muted."),
+        ("unmute", "POST", {"Muted": "false"}, False, "Blathers is unmuted."),
+        ("remove", "DELETE", {}, None, "Blathers was removed from main."),
+    ],
+)
+def test_live_controls_call_twilios_participants_api(
+    admin_client, admin_app, fake_twilio, action, method, form, muted_after, message
+):
+    join_two(admin_app, fake_twilio)
+
+    response = post_form(admin_client, f"/admin/live/{CALL_BLATHERS}/{action}")
+
+    assert response.status_code == 302
+    assert response.location == "/admin/live"
+    assert fake_twilio.requests_of("conference-participant") == [
+        (method, f"{CONFERENCE_API}/Participants/{CALL_BLATHERS}.json", form)
+    ]
+    assert flashes(admin_client) == [message]
+    if muted_after is None:
+        assert members(admin_app) == [(CALL_MABEL, None, True)]
+    else:
+        assert members(admin_app)[0] == (CALL_BLATHERS, BLATHERS, muted_after)
+
+
+def test_ending_a_conference_completes_it_at_twilio(admin_client, admin_app, fake_twilio):
+    join_two(admin_app, fake_twilio)
+
+    response = post_form(admin_client, f"/admin/live/conferences/{CONFERENCE}/end")
+
+    assert response.status_code == 302
+    assert fake_twilio.requests_of("conference") == [
+        ("POST", f"{CONFERENCE_API}.json", {"Status": "completed"})
+    ]
+    assert flashes(admin_client) == ["Ended the conference in main."]
+    assert members(admin_app) == []
+
+
+def test_a_caller_twilio_no_longer_knows_is_dropped_from_the_list(
+    admin_client, admin_app, fake_twilio
+):
+    join_two(admin_app, fake_twilio)
+    fake_twilio.fail("conference-participant", 404, 20404, "The requested resource was not found")
+
+    post_form(admin_client, f"/admin/live/{CALL_BLATHERS}/mute")
+
+    assert flashes(admin_client) == ["Blathers had already left the conference."]
+    assert members(admin_app) == [(CALL_MABEL, None, True)]
+
+
+def test_a_twilio_fault_is_a_message_and_changes_nothing(admin_client, admin_app, fake_twilio):
+    join_two(admin_app, fake_twilio)
+    fake_twilio.fail("conference-participant", 500, 20500, "Internal Server Error")
+
+    response = post_form(admin_client, f"/admin/live/{CALL_BLATHERS}/mute")
+
+    assert response.status_code == 302
+    [message] = flashes(admin_client)
+    assert message.startswith("Twilio did not mute Blathers: mute participant: Twilio answered 500")
+    assert members(admin_app)[0] == (CALL_BLATHERS, BLATHERS, False)
+
+
+def test_live_control_in_local_mode_says_it_needs_twilio(tmp_path, fake_twilio):
+    from ivr import create_app
+
+    app = create_app(
+        {
+            "TESTING": True,
+            "INSTANCE_PATH": str(tmp_path / "instance"),
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'local.sqlite3'}",
+            "ADMIN_SIGN_IN_FLOOR_SECONDS": 0,
+        }
+    )
+    store_of(app).add_admin(ADMIN, "Nook")
+    client = app.test_client()
+    _sign_in_locally(app, client)
+    conference_event(app, "participant-join", CALL_MABEL, ParticipantLabel="Mabel")
+
+    response = post_form(client, f"/admin/live/{CALL_MABEL}/mute")
+
+    assert response.status_code == 302
+    assert flashes(client) == [
+        "Live control needs Twilio credentials; the line is running in local mode."
+    ]
+    assert fake_twilio.requests == []
+    store_of(app).dispose()
+
+
+def _sign_in_locally(app, client):
+    """Sign in with the code local mode's console outbox shows."""
+    from tests.conftest import enter_code, start_sign_in
+
+    start_sign_in(client)
+    [message] = app.extensions["ivr"].outbox.messages(ADMIN)
+    response = enter_code(client, message.text.removeprefix("Your code is "))
+    assert response.status_code == 302
+
+
+def test_no_page_of_the_console_fails(admin_client, admin_app, fake_twilio):
+    join_two(admin_app, fake_twilio)
+    store_of(admin_app).record_failure(BLATHERS, 1, 600)
+    room = main_room(admin_app)
+    for path in [
+        "/admin/",
+        "/admin/rooms",
+        "/admin/rooms/new",
+        f"/admin/rooms/{room.id}",
+        f"/admin/rooms/{room.id}/edit",
+        f"/admin/rooms/{room.id}/delete",
+        f"/admin/rooms/{room.id}/participants/{BLATHERS}/edit",
+        "/admin/participants/import",
+        "/admin/calls",
+        "/admin/lockouts",
+        "/admin/live",
+    ]:
+        assert admin_client.get(path).status_code == 200, path
+
+
+# -- command line ------------------------------------------------------------------------------
+
+
+def test_admins_are_added_listed_and_removed_from_the_command_line(admin_app):
+    runner = admin_app.test_cli_runner()
+
+    result = runner.invoke(args=["admins", "add", "+1 800 555 0142", "  Tom   Nook "])
+    assert result.exit_code == 0
+    assert result.output == "Tom Nook (+1 800-555-0142) can now sign in.\n"
+
+    result = runner.invoke(args=["admins", "list"])
+    assert result.output == f"{ADMIN}\tNook\n+18005550142\tTom Nook\n"
+
+    result = runner.invoke(args=["admins", "remove", "+18005550142"])
+    assert result.exit_code == 0
+    assert [a.phone for a in store_of(admin_app).admins()] == [ADMIN]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["admins", "add", "555-0142", "Tom"], "is not a valid phone number"),
+        (["admins", "add", "+18005550142", "  "], "the name is empty"),
+        (["admins", "remove", "+18005550142"], "+18005550142 is not an admin"),
+    ],
+)
+def test_bad_admin_commands_say_why_and_fail(admin_app, args, message):
+    result = admin_app.test_cli_runner().invoke(args=args)
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: ")
+    assert message in result.output
+    assert len(result.output.strip().splitlines()) == 1
