@@ -262,13 +262,18 @@ class DevCall:
         self.gather = None
         self.summary = summary
         self.hear(f"*** {summary}")
+        # Twilio tells the number's status callback that the call is over.
+        try:
+            self.transport.post("/call-status", self._params(CallStatus="completed"))
+        except (LineError, requests.RequestException) as error:
+            self.hear(f"(The call status callback failed: {error}.)")
 
     @property
     def waiting_for_digits(self) -> bool:
         return self.gather is not None and not self.ended
 
-    def _fetch(self, url: str, extra: dict[str, str]) -> None:
-        params = {
+    def _params(self, **extra: str) -> dict[str, str]:
+        return {
             "AccountSid": "AC" + "0" * 32,
             "CallSid": self.call_sid,
             "From": self.caller,
@@ -277,8 +282,10 @@ class DevCall:
             "Direction": "inbound",
             **extra,
         }
+
+    def _fetch(self, url: str, extra: dict[str, str]) -> None:
         try:
-            document = ET.fromstring(self.transport.post(url, params))
+            document = ET.fromstring(self.transport.post(url, self._params(**extra)))
         except (LineError, ET.ParseError, requests.RequestException) as error:
             self.end(f"Twilio would say: an application error has occurred ({error}).")
             return

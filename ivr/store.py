@@ -67,6 +67,7 @@ class Outcome(StrEnum):
     INVALID_NUMBER = "invalid number"
     PROVIDER_ERROR = "provider error"
     NO_INPUT = "no input"
+    HUNG_UP = "hung up"
     APPLICATION_ERROR = "application error"
     CONFERENCE_START = "conference started"
     CONFERENCE_END = "conference ended"
@@ -178,6 +179,10 @@ class CallLogEntry(Base):
     name: Mapped[str | None] = mapped_column(String(100))
     room: Mapped[str | None] = mapped_column(String(100))
     outcome: Mapped[str] = mapped_column(String(40))
+
+
+# Outcomes after which a call is still waiting for the caller's digits.
+_AT_THE_PROMPT = {Outcome.CODE_SENT, Outcome.WRONG_CODE}
 
 
 def log_entry(
@@ -635,6 +640,37 @@ class Store:
     ) -> None:
         with self._session.begin() as session:
             session.add(log_entry(outcome, call_sid=call_sid, phone=phone, name=name, room=room))
+
+    def log_hang_up(self, call_sid: str, phone: str | None) -> bool:
+        """Log "hung up" for a call that ended at the code prompt; return whether it did.
+
+        A call that was sent a code and has no outcome after it but wrong codes hung up while
+        the line waited for digits; every other call already has its ending in the log.
+        """
+        with self._session.begin() as session:
+            reached_prompt = session.scalar(
+                select(func.count()).select_from(CodeSend).where(CodeSend.call_sid == call_sid)
+            )
+            entries = list(
+                session.scalars(
+                    select(CallLogEntry)
+                    .where(CallLogEntry.call_sid == call_sid)
+                    .order_by(CallLogEntry.id)
+                )
+            )
+            if not reached_prompt or any(e.outcome not in _AT_THE_PROMPT for e in entries):
+                return False
+            last = entries[-1] if entries else None
+            session.add(
+                log_entry(
+                    Outcome.HUNG_UP,
+                    call_sid=call_sid,
+                    phone=phone,
+                    name=last.name if last else None,
+                    room=last.room if last else None,
+                )
+            )
+            return True
 
     def call_log(self, limit: int = 100) -> list[CallLogEntry]:
         with self._session() as session:

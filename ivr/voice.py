@@ -30,6 +30,7 @@ UNSENT = {
     SendStatus.FAILED: twiml.PROVIDER_FAULT,
     SendStatus.REFUSED: twiml.SEND_LIMIT,
 }
+ENDED_CALL_STATUSES = {"completed", "canceled", "failed", "busy", "no-answer"}
 CONFERENCE_OUTCOMES = {
     "conference-start": Outcome.CONFERENCE_START,
     "conference-end": Outcome.CONFERENCE_END,
@@ -149,6 +150,16 @@ def conference_events():
             phone=phone,
             name=request.form.get("ParticipantLabel"),
             room=request.form.get("FriendlyName"),
+        )
+    return _twiml(twiml.empty())
+
+
+@bp.post("/call-status")
+def call_status():
+    """The number's call status callback: note callers who hung up before they were let in."""
+    if request.form.get("CallStatus") in ENDED_CALL_STATUSES and request.form.get("CallSid"):
+        services().store.log_hang_up(
+            request.form["CallSid"], caller_phone(request.form.get("From"))
         )
     return _twiml(twiml.empty())
 

@@ -70,7 +70,7 @@ def assert_goodbye(root, message):
 # -- signatures ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", ["/voice", "/gather", "/conference/events"])
+@pytest.mark.parametrize("path", ["/voice", "/gather", "/conference/events", "/call-status"])
 @pytest.mark.parametrize("signature", [None, "", "bm90IGEgc2lnbmF0dXJl"])
 def test_unsigned_or_badly_signed_requests_get_403_and_change_nothing(
     builtin_app, fake_twilio, path, signature
@@ -631,3 +631,42 @@ def test_the_send_cap_holds_across_instances(make_app, fake_twilio):
     assert_goodbye(dial_in(clients[1], BLATHERS), twiml.SEND_LIMIT)
     assert_goodbye(dial_in(clients[0], BLATHERS), twiml.SEND_LIMIT)
     assert len(fake_twilio.sent("message", BLATHERS)) == 5
+
+
+# -- call status -----------------------------------------------------------------------------
+
+
+def hang_up(client, caller, status="completed"):
+    return twiml_of(signed_post(client, "/call-status", call_params(caller, CallStatus=status)))
+
+
+def test_hanging_up_at_the_code_prompt_is_logged(app, client, fake_twilio):
+    dial_in(client, BLATHERS)
+    enter(client, BLATHERS, wrong_code_for(fake_twilio, BLATHERS))
+
+    assert list(hang_up(client, BLATHERS)) == []
+
+    assert outcomes(app) == ["code sent", "wrong code", "hung up"]
+    store = app.extensions["ivr"].store
+    [last] = store.call_log(limit=1)
+    assert (last.phone, last.name, last.room) == (BLATHERS, "Blathers", "main")
+
+
+@pytest.mark.parametrize("caller", [STRANGER, "Anonymous"])
+def test_a_refused_call_ending_is_not_a_hang_up(app, client, caller):
+    dial_in(client, caller)
+    hang_up(client, caller)
+    assert "hung up" not in outcomes(app)
+
+
+def test_a_call_that_joined_is_not_a_hang_up(app, client, fake_twilio):
+    dial_in(client, BLATHERS)
+    enter(client, BLATHERS, fake_twilio.code_for(BLATHERS))
+    hang_up(client, BLATHERS)
+    assert outcomes(app) == ["code sent", "joined as participant"]
+
+
+def test_an_unfinished_call_status_is_not_a_hang_up(app, client):
+    dial_in(client, BLATHERS)
+    hang_up(client, BLATHERS, status="in-progress")
+    assert outcomes(app) == ["code sent"]
