@@ -38,6 +38,11 @@ SECRET_KEY = None
 # Signatures are checked against this + path + query.
 PUBLIC_BASE_URL = None
 
+# How many proxies in front of the app set X-Forwarded-For/-Proto/-Host (1 behind Heroku's router,
+# a load balancer or ngrok). 0 trusts no such header. With it set, rate limits see the caller's
+# address and signatures can be checked without PUBLIC_BASE_URL.
+PROXY_HOPS = 0
+
 # Built-in provider: code lifetime in seconds (1 to 600).
 OTP_TTL_SECONDS = 600
 # Wrong codes before a number is locked out, and the lockout's length in seconds.

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from ivr.settings import DEFAULTS, SettingsError, read_sources, validate
 
@@ -56,6 +57,11 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     csrf.init_app(app)
     admin.init_app(app)
     cli.register(app)
+    if settings["PROXY_HOPS"]:
+        # Behind a TLS proxy: take the client address, scheme and host from the proxies we
+        # trust, so rate limits see callers rather than the proxy and request.url is Twilio's.
+        hops = settings["PROXY_HOPS"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops)
     return app
 
 

@@ -41,6 +41,7 @@ DEFAULTS: dict[str, Any] = {
     "ADMIN_SESSION_HOURS": 8,
     "KNOWN_PARTICIPANTS": None,
     "MODERATOR": None,
+    "PROXY_HOPS": 0,
     "INSTANCE_PATH": None,
 }
 
@@ -57,6 +58,7 @@ _INT_RANGES = {
     "MAX_ATTEMPTS": (1, 100),
     "LOCKOUT_SECONDS": (1, 7 * 24 * 3600),
     "ADMIN_SESSION_HOURS": (1, 7 * 24),
+    "PROXY_HOPS": (0, 5),
 }
 _DATABASE_SCHEMES = {
     "sqlite": "sqlite",

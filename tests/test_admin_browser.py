@@ -187,6 +187,22 @@ def test_an_admin_runs_the_line_from_the_browser(
     ]
     shot(page, "12-live-muted")
 
+    # Someone joins while the admin watches: the live view shows them without a reload.
+    signed_post(
+        admin_app.test_client(),
+        "/conference/events",
+        {
+            "AccountSid": ACCOUNT_SID,
+            "ConferenceSid": CONFERENCE,
+            "FriendlyName": "main",
+            "StatusCallbackEvent": "participant-join",
+            "CallSid": "CA" + "e1" * 16,
+            "ParticipantLabel": "Mabel",
+        },
+    )
+    page.get_by_role("button", name="Mute Mabel").wait_for(timeout=10_000)
+    assert "Blathers is muted." in flash_text(page)
+
     # The layout holds on a phone-sized screen.
     page.set_viewport_size({"width": 390, "height": 844})
     page.get_by_role("link", name="Overview").click()

@@ -670,3 +670,22 @@ def test_an_unfinished_call_status_is_not_a_hang_up(app, client):
     dial_in(client, BLATHERS)
     hang_up(client, BLATHERS, status="in-progress")
     assert outcomes(app) == ["code sent"]
+
+
+def test_behind_a_trusted_proxy_the_forwarded_url_is_the_signed_one(make_app):
+    app = make_app(PROXY_HOPS=1)
+    seed_roster(app)
+    client = app.test_client()
+    forwarded = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "line.example.com"}
+    params = call_params(BLATHERS)
+
+    from tests.conftest import sign
+
+    good = sign("https://line.example.com/voice", params)
+    response = client.post("/voice", data=params, headers={**forwarded, "X-Twilio-Signature": good})
+    assert verbs(twiml_of(response)) == ["Gather", "Redirect"]
+
+    # Without PROXY_HOPS the same headers are not believed.
+    plain = make_app().test_client()
+    refused = plain.post("/voice", data=params, headers={**forwarded, "X-Twilio-Signature": good})
+    assert refused.status_code == 403
