@@ -5,12 +5,16 @@ from __future__ import annotations
 import os
 import re
 import socket
+import threading
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine
 from twilio.request_validator import RequestValidator
+from werkzeug.serving import make_server
 
 from ivr import create_app
 from ivr.settings import database_url
@@ -235,17 +239,59 @@ def post_form(client, path: str, data: dict | None = None, *, token_from: str = 
     return client.post(path, data={"csrf_token": csrf_token(client, token_from), **(data or {})})
 
 
-@pytest.fixture
-def live_server(admin_app):
-    """Serve the admin app over real HTTP on 127.0.0.1 for a browser; yield its base URL."""
-    import threading
-
-    from werkzeug.serving import make_server
-
-    server = make_server("127.0.0.1", 0, admin_app, threaded=True)
+@contextmanager
+def serving(app, host: str = "127.0.0.1") -> Iterator[str]:
+    """Serve `app` over real HTTP on a free port in a thread; yield its base URL."""
+    server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
+    try:
+        yield f"http://{host}:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(timeout=5)
+
+
+@pytest.fixture
+def live_server(admin_app):
+    """The admin app over HTTP for a browser."""
     # "localhost", not 127.0.0.1: Chromium keeps Secure cookies for http://localhost only.
-    yield f"http://localhost:{server.server_port}"
-    server.shutdown()
-    thread.join(timeout=5)
+    with serving(admin_app, "localhost") as base:
+        yield base
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).parent / "artifacts"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    # Several tabs poll at once: keep the ones in the background running at full speed.
+    "--disable-background-timer-throttling",
+    "--disable-renderer-backgrounding",
+    "--disable-backgrounding-occluded-windows",
+]
+
+
+@pytest.fixture
+def browser():
+    """Debian's Chromium driven by Playwright (which cannot download a browser here)."""
+    if os.environ.get("IVR_SKIP_BROWSER") == "1":
+        pytest.skip("IVR_SKIP_BROWSER=1")
+    if not CHROMIUM.exists():
+        pytest.fail(
+            f"{CHROMIUM} is missing: install it with `apt-get install -y chromium` "
+            "(or set IVR_SKIP_BROWSER=1 to skip the browser tests)"
+        )
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
+        yield browser
+        browser.close()

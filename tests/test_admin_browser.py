@@ -6,51 +6,20 @@ Every page visited is saved as a PNG in tests/artifacts/ for review.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 
 from tests.conftest import (
     ACCOUNT_SID,
     ADMIN,
+    ARTIFACTS,
     BLATHERS,
     call_params,
     signed_post,
 )
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = Path(__file__).parent / "artifacts"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 CONFERENCE = "CF" + "d4" * 16
 CALL_BLATHERS = "CA" + "b1" * 16
 TOMMY = "+18005556789"
-
-
-@pytest.fixture
-def browser():
-    if os.environ.get("IVR_SKIP_BROWSER") == "1":
-        pytest.skip("IVR_SKIP_BROWSER=1")
-    if not CHROMIUM.exists():
-        pytest.fail(
-            f"{CHROMIUM} is missing: install it with `apt-get install -y chromium` "
-            "(or set IVR_SKIP_BROWSER=1 to skip the browser tests)"
-        )
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
-        )
-        yield browser
-        browser.close()
 
 
 @pytest.fixture

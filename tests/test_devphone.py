@@ -6,18 +6,14 @@ import os
 import re
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
-from werkzeug.serving import make_server
 
 from ivr import create_app
-from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, SECRET_KEY
+from tests.conftest import ACCOUNT_SID, ARTIFACTS, AUTH_TOKEN, SECRET_KEY, serving
 
 ROOT = Path(__file__).resolve().parent.parent
-ARTIFACTS = ROOT / "tests" / "artifacts"
-CHROMIUM = "/usr/bin/chromium"
 
 
 class Phone:
@@ -141,11 +137,8 @@ def local_app(tmp_path):
 
 @pytest.fixture
 def live_server(local_app):
-    server = make_server("127.0.0.1", 0, local_app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
+    with serving(local_app) as base:
+        yield base
 
 
 def test_terminal_phone_against_a_running_server(tmp_path, live_server, local_app):
@@ -213,28 +206,6 @@ def test_local_webhooks_still_demand_a_signature(local_app):
 # -- the browser dev phone -------------------------------------------------------------------
 
 
-@pytest.fixture
-def browser():
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (.ci/run does)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
-        )
-        yield browser
-        browser.close()
-
-
 def open_phone(context, base, errors):
     page = context.new_page()
     page.on("pageerror", lambda error: errors.append(str(error)))
@@ -256,7 +227,6 @@ def call_from(page, phone):
 
 
 def test_browser_phone_plays_the_moderated_conference(browser, live_server):
-    ARTIFACTS.mkdir(exist_ok=True)
     errors: list[str] = []
     context = browser.new_context(viewport={"width": 1100, "height": 800})
     blathers = open_phone(context, live_server, errors)
