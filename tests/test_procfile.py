@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -69,12 +70,15 @@ def server(environment, tmp_path):
     assert flask(environment, tmp_path, "init-db").stdout == "Database ready.\n"
     added = flask(environment, tmp_path, "participants", "add", BLATHERS, "Blathers")
     assert added.returncode == 0, added.stderr
+    log = (tmp_path / "web.log").open("w")
     process = subprocess.Popen(
         ["sh", "-c", procfile_command("web")],
         env=environment,
         cwd=tmp_path,
-        stdout=subprocess.PIPE,
+        stdout=log,
         stderr=subprocess.STDOUT,
+        # Its own process group: stopping `sh` alone would leave gunicorn running.
+        start_new_session=True,
     )
     base = f"http://127.0.0.1:{environment['PORT']}"
     deadline = time.monotonic() + 30
@@ -86,11 +90,16 @@ def server(environment, tmp_path):
             # Not listening yet, or listening while its workers still boot.
             time.sleep(0.2)
     else:
-        process.kill()
-        raise AssertionError(process.communicate()[0].decode())
+        os.killpg(process.pid, signal.SIGKILL)
+        raise AssertionError((tmp_path / "web.log").read_text())
     yield base
-    process.terminate()
-    process.wait(timeout=30)
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+    log.close()
 
 
 def twilio_posts(base, path, params, *, signed=True):
