@@ -8,6 +8,7 @@ import re
 import subprocess
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,26 +31,41 @@ def percentile(values: Sequence[float], q: float) -> float | None:
     return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
-def summarize(
-    results: Sequence[CallResult],
-    wall_seconds: float,
-    peak_rss: int,
-    peak_rss_each: Sequence[int],
-    cpu_seconds: float,
-    provider_requests: dict[str, int],
-) -> dict[str, Any]:
-    """Return one phase's numbers; latencies are over the calls that joined."""
+@dataclass
+class Burst:
+    """What one burst measured: every call, and the servers' memory and CPU meanwhile."""
+
+    results: list[CallResult]
+    wall_seconds: float
+    peak_rss: int
+    peak_rss_each: list[int]
+    idle_rss: int
+    cpu_seconds: float
+    provider_requests: dict[str, int]
+
+
+def summarize(bursts: Sequence[Burst]) -> dict[str, Any]:
+    """Return a phase's numbers over its repeats: latencies pooled over the calls that joined."""
+    results = [r for burst in bursts for r in burst.results]
     joined = [r for r in results if r.joined]
-    setup = [r.setup_seconds for r in joined if r.setup_seconds is not None]
-    voice = [r.voice_seconds for r in joined if r.voice_seconds is not None]
-    gather = [r.gather_seconds for r in joined if r.gather_seconds is not None]
-    code_wait = [r.code_wait_seconds for r in joined if r.code_wait_seconds is not None]
+
+    def pooled(attribute: str) -> list[float]:
+        values = (getattr(r, attribute) for r in joined)
+        return [v for v in values if v is not None]
+
+    setup, voice = pooled("setup_seconds"), pooled("voice_seconds")
+    gather, code_wait = pooled("gather_seconds"), pooled("code_wait_seconds")
     errors = Counter(r.error for r in results if not r.joined)
+    wall = sum(b.wall_seconds for b in bursts)
+    provider: Counter[str] = Counter()
+    for burst in bursts:
+        provider.update(burst.provider_requests)
     return {
         "calls": len(results),
         "joined": len(joined),
         "failed": len(results) - len(joined),
         "errors": dict(errors.most_common(10)),
+        "joined_per_server": dict(sorted(Counter(r.server for r in joined).items())),
         "setup_p50": percentile(setup, 50),
         "setup_p99": percentile(setup, 99),
         "setup_max": max(setup, default=None),
@@ -59,12 +75,30 @@ def summarize(
         "gather_p99": percentile(gather, 99),
         "code_wait_p50": percentile(code_wait, 50),
         "code_wait_p99": percentile(code_wait, 99),
-        "wall_seconds": wall_seconds,
-        "calls_per_second": len(joined) / wall_seconds if wall_seconds else None,
-        "peak_rss_mb": peak_rss / 2**20,
-        "peak_rss_mb_each": [value / 2**20 for value in peak_rss_each],
-        "cpu_ms_per_call": 1000 * cpu_seconds / len(results) if results else None,
-        "provider_requests": provider_requests,
+        "wall_seconds": wall / len(bursts),
+        "calls_per_second": len(joined) / wall if wall else None,
+        "peak_rss_mb": max(b.peak_rss for b in bursts) / 2**20,
+        "peak_rss_mb_each": [
+            max(each) / 2**20 for each in zip(*(b.peak_rss_each for b in bursts), strict=True)
+        ],
+        "idle_rss_mb": max(b.idle_rss for b in bursts) / 2**20,
+        "cpu_ms_per_call": 1000 * sum(b.cpu_seconds for b in bursts) / len(results)
+        if results
+        else None,
+        "provider_requests": dict(provider),
+        "repeats": [_one_repeat(b) for b in bursts],
+    }
+
+
+def _one_repeat(burst: Burst) -> dict[str, Any]:
+    """Return the headline numbers of one burst, to show how much repeats differ."""
+    setup = [r.setup_seconds for r in burst.results if r.joined and r.setup_seconds is not None]
+    return {
+        "joined": len(setup),
+        "setup_p50": percentile(setup, 50),
+        "setup_p99": percentile(setup, 99),
+        "calls_per_second": len(setup) / burst.wall_seconds if burst.wall_seconds else None,
+        "peak_rss_mb": burst.peak_rss / 2**20,
     }
 
 
@@ -102,7 +136,7 @@ ROWS: list[tuple[str, Any]] = [
     ("code arrives p50 / p99", lambda s: f"{_ms(s['code_wait_p50'])} / {_ms(s['code_wait_p99'])}"),
     ("calls / s", lambda s: _num(s["calls_per_second"], ".1f")),
     ("burst wall time", lambda s: f"{s['wall_seconds']:.2f} s"),
-    ("server peak RSS", lambda s: f"{s['peak_rss_mb']:.0f} MB"),
+    ("server RSS idle / peak", lambda s: f"{s['idle_rss_mb']:.0f} / {s['peak_rss_mb']:.0f} MB"),
     ("server CPU / call", lambda s: _num(s["cpu_ms_per_call"], ".1f") + " ms"),
 ]
 
@@ -119,9 +153,20 @@ def phase_table(project: dict[str, Any], floor: dict[str, Any] | None) -> str:
             ratio_cell = f"{ratio[keys[label]]:.2f}x"
         floor_cell = cell(floor) if floor else "(skipped)"
         lines.append(f"{label:24} {cell(project):>16} {floor_cell:>16} {ratio_cell:>14}")
+    if len(project["repeats"]) > 1:
+        for key, label in (("setup_p50", "  p50 per repeat"), ("setup_p99", "  p99 per repeat")):
+            cells = [
+                "/".join(f"{1000 * r[key]:.0f}" for r in phase["repeats"] if r[key] is not None)
+                if phase
+                else ""
+                for phase in (project, floor)
+            ]
+            lines.append(f"{label:24} {cells[0]:>16} {cells[1]:>16}")
     if len(project["peak_rss_mb_each"]) > 1:
         each = " + ".join(f"{mb:.0f}" for mb in project["peak_rss_mb_each"])
-        lines.append(f"{'  RSS per server':24} {each + ' MB':>16}")
+        lines.append(f"{'  peak RSS per server':24} {each + ' MB':>16}")
+        spread = " + ".join(str(count) for count in project["joined_per_server"].values())
+        lines.append(f"{'  joined per server':24} {spread:>16}")
     return "\n".join(lines)
 
 
@@ -219,7 +264,8 @@ def profile_summary(path: Path, top: int = 25) -> str:
         if not stack or not count_text.isdigit():
             continue
         count = int(count_text)
-        frames = [_short(frame) for frame in stack.split(";")[1:]]  # [0] is the process
+        # py-spy --subprocesses starts each stack with the process tree: leave that out.
+        frames = [_short(f) for f in stack.split(";") if not f.startswith("process ")]
         if not frames:
             continue
         total += count

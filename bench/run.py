@@ -57,7 +57,9 @@ from bench.servers import (  # noqa: E402
     rss_bytes,
     run_flask,
     start_fake,
+    start_profiler,
     start_server,
+    stop_profiler,
     stop_server,
     tail,
     wait_until_ready,
@@ -107,6 +109,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="the benchmark's own database; it is DROPPED and re-created")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/5",
                         help="REDIS_URL for --servers 2; this Redis database is flushed")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="bursts per N for each app, taking turns on fresh servers; latencies "
+                        "are pooled over them and each repeat's p50/p99 shown (default 3)")
     parser.add_argument("--skip-floor", action="store_true", help="measure the project only")
     parser.add_argument("--warmup", type=int, default=16,
                         help="unmeasured calls before each burst, to load every worker (16)")
@@ -126,8 +131,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         args.database = "postgres" if args.servers == 2 else "sqlite"
     if args.servers == 2 and args.database == "sqlite":
         parser.error("--servers 2 stands for two machines: they share PostgreSQL, not a file")
-    if args.concurrency < 1 or args.warmup < 0 or args.latency < 0:
-        parser.error("--concurrency must be at least 1; --warmup and --latency not negative")
+    if args.concurrency < 1 or args.repeat < 1 or args.warmup < 0 or args.latency < 0:
+        parser.error("--concurrency and --repeat must be at least 1, --warmup and --latency >= 0")
     if args.profile_idle:
         args.profile = True
     if args.profile and shutil.which("py-spy") is None:
@@ -188,6 +193,7 @@ class Bench:
         self.web = procfile_command("web")
         self.floor_web = floor_command(self.web)
         self.fake: Fake | None = None
+        self.databases = 0
 
     def run(self) -> dict[str, Any]:
         """Run every N and return all results; print tables as they come."""
@@ -197,31 +203,51 @@ class Bench:
         runs = []
         for n in args.n:
             callers = Callers(n, args.warmup)
-            entry: dict[str, Any] = {"n": n}
-            print(f"\n== N={n}: project ({args.provider} codes, {args.database}, "
-                  f"{args.servers} server{'s' if args.servers > 1 else ''})", flush=True)
-            entry["project"], entry["checks"] = self.project_phase(n, callers)
-            entry["floor"] = None
-            if not args.skip_floor:
-                print(f"== N={n}: floor", flush=True)
-                entry["floor"], _ = self.phase("floor", n, callers, self.floor_web,
-                                               self.app_env("sqlite:///unused"), checks=False)
+            project: list[report.Burst] = []
+            floor: list[report.Burst] = []
+            checks: list[Check] = []
+            # Project and floor take turns, so drift in the machine's speed hits both alike.
+            for repeat in range(args.repeat):
+                of = f", repeat {repeat + 1}/{args.repeat}" if args.repeat > 1 else ""
+                print(f"\n== N={n}{of}: project ({args.provider} codes, {args.database}, "
+                      f"{args.servers} server{'s' if args.servers > 1 else ''})", flush=True)
+                burst, guard = self.project_phase(n, callers, profile=args.profile and not repeat)
+                project.append(burst)
+                checks.extend(guard)
+                if not args.skip_floor:
+                    print(f"== N={n}{of}: floor", flush=True)
+                    burst, _ = self.phase("floor", n, callers, self.floor_web,
+                                          self.app_env("sqlite:///unused"), checks=False)
+                    floor.append(burst)
+            entry: dict[str, Any] = {
+                "n": n,
+                "project": report.summarize(project),
+                "floor": report.summarize(floor) if floor else None,
+                "checks": [vars(check) for check in checks],
+            }
+            entry["ratios"] = report.ratios(entry["project"], entry["floor"])
             print(f"\nResults, N={n}, C={args.concurrency}, fake latency "
-                  f"{1000 * args.latency:.0f} ms, {args.servers} server(s):")
+                  f"{1000 * args.latency:.0f} ms, {args.servers} server(s), {args.provider} codes, "
+                  f"{args.database}, {args.repeat} repeat(s) pooled:")
             print(report.phase_table(entry["project"], entry["floor"]))
             print("Goals (issue 5):")
             print(report.goals_text(entry["project"], entry["floor"]))
-            for check in entry["checks"]:
-                print(f"  {'PASS' if check['passed'] else 'FAIL'}  {check['name']}: "
-                      f"{check['detail']}")
-            entry["ratios"] = report.ratios(entry["project"], entry["floor"])
+            for name in dict.fromkeys(check.name for check in checks):
+                same = [check for check in checks if check.name == name]
+                failed = [check for check in same if not check.passed]
+                shown = (failed or same)[0]
+                passed = len(same) - len(failed)
+                times = f" ({passed} of {len(same)} repeats)" if len(same) > 1 else ""
+                print(f"  {'FAIL' if failed else 'PASS'}  {name}{times}: {shown.detail}")
             runs.append(entry)
         if len(runs) > 1:
             print("\nGrowth:")
             print(report.growth_table(runs))
         return {"runs": runs}
 
-    def project_phase(self, n: int, callers: Callers) -> tuple[dict[str, Any], list[dict]]:
+    def project_phase(
+        self, n: int, callers: Callers, profile: bool
+    ) -> tuple[report.Burst, list[Check]]:
         """Set up the database and roster, then serve and drive the app."""
         args = self.args
         database = self.fresh_database(n)
@@ -234,44 +260,49 @@ class Bench:
         callers.write_csv(roster)
         run_flask(env, cwd, "init-db")
         print("  " + run_flask(env, cwd, "participants", "import", str(roster)).strip())
-        return self.phase("project", n, callers, self.web, env, checks=True)
+        return self.phase("project", n, callers, self.web, env, checks=True, profile=profile)
 
     def phase(
         self, label: str, n: int, callers: Callers, command: str, env: dict[str, str],
-        checks: bool,
-    ) -> tuple[dict[str, Any], list[dict]]:
+        checks: bool, profile: bool = False,
+    ) -> tuple[report.Burst, list[Check]]:
         """Start the servers, warm them, drive the burst (and checks), stop the servers."""
         args = self.args
         assert self.fake is not None
         servers: list[Server] = []
-        profiling = args.profile and label == "project"
+        stamp = time.strftime("%H%M%S")
         try:
             for index in range(args.servers):
                 server_env = {**env, "PORT": str(_free_port())}
-                profile = self.out / f"profile-n{n}-server{index}.txt" if profiling else None
                 servers.append(start_server(
                     self.children, f"{label} server {index}", command, server_env,
-                    self.workdir(), self.out / f"{label}-n{n}-server{index}.log",
-                    profile, args.profile_idle,
+                    self.workdir(), self.out / f"{label}-n{n}-{stamp}-server{index}.log",
                 ))
             for server in servers:
                 wait_until_ready(server)
-            stats, guard = asyncio.run(self.drive(servers, callers, checks))
+            profiles = (
+                [self.out / f"profile-n{n}-{stamp}-server{i}.txt" for i in range(len(servers))]
+                if profile
+                else None
+            )
+            burst, guard = asyncio.run(self.drive(servers, callers, checks, profiles))
         finally:
             for server in servers:
                 stop_server(self.children, server)
-        if stats["failed"]:
-            print(f"  {stats['failed']} calls failed: {stats['errors']}")
+        failed = [r.error for r in burst.results if not r.joined]
+        if failed:
+            print(f"  {len(failed)} calls failed, e.g. {failed[0]}")
             for server in servers:
                 print(f"  last lines of {server.log}:\n{tail(server.log, 15)}")
-        if profiling:
+        if profile:
             self.summarize_profiles(servers, n)
-        return stats, [vars(check) for check in guard]
+        return burst, guard
 
     async def drive(
-        self, servers: list[Server], callers: Callers, checks: bool
-    ) -> tuple[dict[str, Any], list[Check]]:
-        """Warm up, then the measured burst, then (for the project) the guard checks."""
+        self, servers: list[Server], callers: Callers, checks: bool,
+        profiles: list[Path] | None = None,
+    ) -> tuple[report.Burst, list[Check]]:
+        """Warm up, the measured burst (profiled if asked), then the project's guard checks."""
         args = self.args
         assert self.fake is not None
         self.fake.reset()
@@ -285,20 +316,27 @@ class Bench:
                     print(f"  warm-up: {len(cold)} of {len(warm)} calls failed: {cold[0]}")
             idle_rss = sum(rss_bytes(s.pids()) for s in servers)
             before = self.fake.stats()
+            spies = [
+                start_profiler(self.children, server, path, args.profile_idle)
+                for server, path in zip(servers, profiles or [], strict=False)
+            ]
             cpu_before = sum(cpu_seconds(s.pids()) for s in servers)
-            with MemorySampler(servers) as memory:
-                results, wall = await twilio.burst(callers.burst, args.concurrency)
-            cpu = sum(cpu_seconds(s.pids()) for s in servers) - cpu_before
+            try:
+                with MemorySampler(servers) as memory:
+                    results, wall = await twilio.burst(callers.burst, args.concurrency)
+            finally:
+                cpu = sum(cpu_seconds(s.pids()) for s in servers) - cpu_before
+                for spy in spies:
+                    stop_profiler(self.children, spy)
             after = self.fake.stats()
             provider = {k: after.get(k, 0) - before.get(k, 0) for k in after}
-            stats = report.summarize(results, wall, memory.peak_total, memory.peak_each, cpu,
-                                     provider)
-            stats["idle_rss_mb"] = idle_rss / 2**20
+            burst = report.Burst(results, wall, memory.peak_total, memory.peak_each, idle_rss,
+                                 cpu, provider)
             guard: list[Check] = []
             if checks:
                 guard.append(await lockout_check(twilio, callers.lockout, MAX_ATTEMPTS))
                 guard.append(await send_cap_check(twilio, callers.send_cap, SENDS_PER_HOUR))
-        return stats, guard
+        return burst, guard
 
     def summarize_profiles(self, servers: list[Server], n: int) -> None:
         """Print and save what py-spy saw in each server's workers."""
@@ -309,8 +347,9 @@ class Bench:
             summary = report.profile_summary(server.profile)
             summary_path = server.profile.with_suffix(".summary.txt")
             summary_path.write_text(summary + "\n")
-            print(f"\nProfile of {server.label} (py-spy; raw stacks in {server.profile}, "
-                  f"open them in https://www.speedscope.app):\n{summary}")
+            print(f"\nProfile of {server.label}'s burst (py-spy, {self.args.concurrency} calls in "
+                  f"flight; raw stacks in {server.profile}, open them in "
+                  f"https://www.speedscope.app):\n{summary}")
 
     def app_env(self, database: str) -> dict[str, str]:
         """Return the environment the Procfile's processes get: settings as on a real host."""
@@ -335,7 +374,8 @@ class Bench:
     def fresh_database(self, n: int) -> str:
         """Return the URL of an empty database for this N."""
         if self.args.database == "sqlite":
-            return f"sqlite:///{self.tmp / f'ivr-bench-{n}.sqlite3'}"
+            self.databases += 1
+            return f"sqlite:///{self.tmp / f'ivr-bench-{n}-{self.databases}.sqlite3'}"
         _recreate_postgres(self.args.postgres_url)
         return self.args.postgres_url
 
@@ -417,7 +457,7 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"Python {info['python']}; code {info['git']} on {info['git_branch']}")
     print(f"Parameters: N={','.join(map(str, args.n))} C={args.concurrency} "
           f"latency={args.latency}s servers={args.servers} provider={args.provider} "
-          f"database={args.database} warmup={args.warmup}")
+          f"database={args.database} warmup={args.warmup} repeat={args.repeat}")
     status = 2
     try:
         with tempfile.TemporaryDirectory(prefix="ivr-bench-") as tmp:

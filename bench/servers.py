@@ -146,7 +146,7 @@ def start_fake(
 
 @dataclass
 class Server:
-    """One web server started from the Procfile command, maybe under py-spy."""
+    """One web server started from the Procfile command (profiled by py-spy if `profile`)."""
 
     label: str
     port: int
@@ -167,25 +167,14 @@ class Server:
 
 
 def start_server(
-    children: Children,
-    label: str,
-    command: str,
-    env: dict[str, str],
-    cwd: Path,
-    log: Path,
-    profile: Path | None = None,
-    profile_idle: bool = False,
+    children: Children, label: str, command: str, env: dict[str, str], cwd: Path, log: Path
 ) -> Server:
-    """Run `command` with `sh -c` like a Procfile runner does; under py-spy if `profile`."""
-    argv = ["sh", "-c", command]
-    if profile is not None:
-        # --nonblocking: sample without pausing the workers, so timings stay close to real.
-        spy = ["py-spy", "record", "--nonblocking", "--subprocesses", "--format", "raw"]
-        spy += ["--idle"] if profile_idle else []
-        argv = [*spy, "--output", str(profile), "--", *argv]
+    """Run `command` with `sh -c`, as a Procfile runner does."""
     with log.open("w") as output:
-        process = children.start(argv, env=env, cwd=cwd, stdout=output, stderr=subprocess.STDOUT)
-    return Server(label, int(env["PORT"]), process, log, profile)
+        process = children.start(
+            ["sh", "-c", command], env=env, cwd=cwd, stdout=output, stderr=subprocess.STDOUT
+        )
+    return Server(label, int(env["PORT"]), process, log)
 
 
 def wait_until_ready(server: Server, timeout: float = 60.0) -> None:
@@ -205,22 +194,51 @@ def wait_until_ready(server: Server, timeout: float = 60.0) -> None:
         except requests.RequestException:
             pass
         time.sleep(0.2)
-    raise BenchError(f"{server.label} did not answer /healthz in {timeout:.0f} s:\n"
-                     f"{tail(server.log)}")
+    raise BenchError(
+        f"{server.label} did not answer /healthz in {timeout:.0f} s:\n{tail(server.log)}"
+    )
 
 
 def stop_server(children: Children, server: Server) -> None:
-    """Stop a server; under py-spy, stop gunicorn first so py-spy writes its profile."""
-    if server.profile is not None and server.master_pid is not None:
-        try:
-            os.kill(server.master_pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        try:
-            server.process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            sys.stderr.write(f"bench: py-spy did not finish writing {server.profile}\n")
-    children.stop(server.process)
+    """Stop a server and its workers."""
+    children.stop(server.process, grace=15.0)
+
+
+def start_profiler(
+    children: Children, server: Server, output: Path, idle: bool
+) -> subprocess.Popen:
+    """Attach py-spy to a running server's master and workers; it samples until stopped.
+
+    Attaching just before the burst keeps start-up, imports and warm-up out of the profile.
+    --nonblocking samples without pausing the workers, so timings stay close to real.
+    """
+    assert server.master_pid is not None
+    argv = ["py-spy", "record", "--pid", str(server.master_pid), "--subprocesses",
+            "--nonblocking", "--format", "raw", "--output", str(output)]
+    argv += ["--idle"] if idle else []
+    log = output.with_suffix(".log")
+    with log.open("w") as messages:
+        process = children.start(argv, stdout=messages, stderr=subprocess.STDOUT)
+    # py-spy reports when it has attached; give it that long (bounded) before the burst.
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and process.poll() is None:
+        if "Sampling process" in log.read_text(errors="replace"):
+            break
+        time.sleep(0.05)
+    if process.poll() is not None:
+        raise BenchError(f"py-spy could not attach to {server.label}:\n{tail(log)}")
+    server.profile = output
+    return process
+
+
+def stop_profiler(children: Children, process: subprocess.Popen) -> None:
+    """Stop py-spy the way Ctrl-C does, so it writes its file, then make sure it is gone."""
+    try:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        sys.stderr.write("bench: py-spy did not write its profile within 60 s\n")
+    children.stop(process)
 
 
 def _gunicorn_master(root: int) -> int | None:
