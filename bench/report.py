@@ -42,6 +42,7 @@ class Burst:
     idle_rss: int
     cpu_seconds: float
     provider_requests: dict[str, int]
+    load_before: float = 0.0
 
 
 def summarize(bursts: Sequence[Burst]) -> dict[str, Any]:
@@ -99,6 +100,7 @@ def _one_repeat(burst: Burst) -> dict[str, Any]:
         "setup_p99": percentile(setup, 99),
         "calls_per_second": len(setup) / burst.wall_seconds if burst.wall_seconds else None,
         "peak_rss_mb": burst.peak_rss / 2**20,
+        "load_average_before": burst.load_before,
     }
 
 
@@ -153,6 +155,8 @@ def phase_table(project: dict[str, Any], floor: dict[str, Any] | None) -> str:
             ratio_cell = f"{ratio[keys[label]]:.2f}x"
         floor_cell = cell(floor) if floor else "(skipped)"
         lines.append(f"{label:24} {cell(project):>16} {floor_cell:>16} {ratio_cell:>14}")
+    loads = [r["load_average_before"] for p in (project, floor) if p for r in p["repeats"]]
+    lines.append(f"{'load avg before bursts':24} {max(loads):>16.2f}")
     if len(project["repeats"]) > 1:
         for key, label in (("setup_p50", "  p50 per repeat"), ("setup_p99", "  p99 per repeat")):
             cells = [

@@ -78,6 +78,8 @@ AREA_CODES = (
     "229 231 234 239 240 248 251 252 253 254 256 260 262 267 269 270 276 281 301 302"
 ).split()
 SENDS_PER_HOUR = 5
+# Above this 1-minute load average before a burst, someone else is using the CPUs.
+BUSY_LOAD = 0.5
 MAX_ATTEMPTS = 3
 # Environment a caller may set to try other server settings; recorded in the results.
 PASSTHROUGH = ("WEB_CONCURRENCY", "GUNICORN_THREADS", "TWILIO_TIMEOUT_SECONDS")
@@ -315,6 +317,7 @@ class Bench:
                 if cold:
                     print(f"  warm-up: {len(cold)} of {len(warm)} calls failed: {cold[0]}")
             idle_rss = sum(rss_bytes(s.pids()) for s in servers)
+            load = _load_average()
             before = self.fake.stats()
             spies = [
                 start_profiler(self.children, server, path, args.profile_idle)
@@ -331,7 +334,7 @@ class Bench:
             after = self.fake.stats()
             provider = {k: after.get(k, 0) - before.get(k, 0) for k in after}
             burst = report.Burst(results, wall, memory.peak_total, memory.peak_each, idle_rss,
-                                 cpu, provider)
+                                 cpu, provider, load)
             guard: list[Check] = []
             if checks:
                 guard.append(await lockout_check(twilio, callers.lockout, MAX_ATTEMPTS))
@@ -429,6 +432,14 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _load_average() -> float:
+    """Return the 1-minute load average (runnable processes, all users)."""
+    try:
+        return float(Path("/proc/loadavg").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
 def _on_signal(signum: int, _frame: object) -> None:
     if signum == signal.SIGALRM:
         raise BenchError("the run took longer than --timeout; stopping")
@@ -441,7 +452,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = args.results_dir / stamp
     out.mkdir(parents=True, exist_ok=True)
-    signal.signal(signal.SIGTERM, _on_signal)
+    # SIGINT too: a shell starts background jobs with SIGINT ignored, and Python keeps that.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _on_signal)
     signal.signal(signal.SIGALRM, _on_signal)
     signal.alarm(max(1, int(args.timeout)))
     children = Children()
@@ -455,6 +468,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     print(f"Machine: {info['cpus']} CPUs ({info['cpu_model']}), {info['memory_gb']} GB, "
           f"Python {info['python']}; code {info['git']} on {info['git_branch']}")
+    load = _load_average()
+    header["load_average_before"] = load
+    if load > BUSY_LOAD:
+        print(f"WARNING: load average {load:.2f} before the run: other work is using this "
+              "machine's CPUs, so the numbers will be slower and noisier than on an idle one.")
     print(f"Parameters: N={','.join(map(str, args.n))} C={args.concurrency} "
           f"latency={args.latency}s servers={args.servers} provider={args.provider} "
           f"database={args.database} warmup={args.warmup} repeat={args.repeat}")
