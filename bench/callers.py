@@ -19,6 +19,8 @@ from twilio.request_validator import RequestValidator
 # Twilio gives up on a webhook after 15 s; so does the driver, and counts it as a failure.
 WEBHOOK_TIMEOUT = 15.0
 CODE_POLL_INTERVAL = 0.01
+# Below gunicorn's default --keep-alive of 2 s.
+KEEPALIVE = 1.5
 
 
 @dataclass
@@ -94,8 +96,12 @@ class Twilio:
 
     async def __aenter__(self) -> Twilio:
         # Code look-ups get their own connections so they never wait behind webhook slots.
+        # Idle connections are dropped before gunicorn's 2 s keep-alive ends, never reused
+        # just as the server closes them.
         webhooks = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=self.concurrency + 4, limit_per_host=0),
+            connector=aiohttp.TCPConnector(
+                limit=self.concurrency + 4, limit_per_host=0, keepalive_timeout=KEEPALIVE
+            ),
             timeout=aiohttp.ClientTimeout(total=WEBHOOK_TIMEOUT),
         )
         fake = aiohttp.ClientSession(

@@ -43,6 +43,7 @@ class Burst:
     cpu_seconds: float
     provider_requests: dict[str, int]
     load_before: float = 0.0
+    others_cpu_share: float = 0.0
 
 
 def summarize(bursts: Sequence[Burst]) -> dict[str, Any]:
@@ -101,6 +102,7 @@ def _one_repeat(burst: Burst) -> dict[str, Any]:
         "calls_per_second": len(setup) / burst.wall_seconds if burst.wall_seconds else None,
         "peak_rss_mb": burst.peak_rss / 2**20,
         "load_average_before": burst.load_before,
+        "others_cpu_share": burst.others_cpu_share,
     }
 
 
@@ -155,8 +157,10 @@ def phase_table(project: dict[str, Any], floor: dict[str, Any] | None) -> str:
             ratio_cell = f"{ratio[keys[label]]:.2f}x"
         floor_cell = cell(floor) if floor else "(skipped)"
         lines.append(f"{label:24} {cell(project):>16} {floor_cell:>16} {ratio_cell:>14}")
-    loads = [r["load_average_before"] for p in (project, floor) if p for r in p["repeats"]]
-    lines.append(f"{'load avg before bursts':24} {max(loads):>16.2f}")
+    for phase_label, phase in (("project", project), ("floor", floor)):
+        if phase:
+            shares = "/".join(f"{100 * r['others_cpu_share']:.0f}" for r in phase["repeats"])
+            lines.append(f"{'  others CPU % ' + phase_label:24} {shares:>16}")
     if len(project["repeats"]) > 1:
         for key, label in (("setup_p50", "  p50 per repeat"), ("setup_p99", "  p99 per repeat")):
             cells = [

@@ -38,6 +38,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from time import process_time
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,6 +54,7 @@ from bench.servers import (  # noqa: E402
     Server,
     cpu_seconds,
     floor_command,
+    machine_busy_seconds,
     procfile_command,
     rss_bytes,
     run_flask,
@@ -62,6 +64,7 @@ from bench.servers import (  # noqa: E402
     stop_profiler,
     stop_server,
     tail,
+    wait_for_quiet,
     wait_until_ready,
 )
 from ivr.phones import parse_phone  # noqa: E402
@@ -117,6 +120,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--skip-floor", action="store_true", help="measure the project only")
     parser.add_argument("--warmup", type=int, default=16,
                         help="unmeasured calls before each burst, to load every worker (16)")
+    parser.add_argument("--wait-quiet", type=float, default=30.0,
+                        help="before each burst, wait up to this long for other work on the "
+                        "machine to leave the CPUs idle (default 30 s)")
     parser.add_argument("--code-wait", type=float, default=10.0,
                         help="how long a caller waits for its code to reach the fake (10 s)")
     parser.add_argument("--profile", action="store_true",
@@ -310,31 +316,43 @@ class Bench:
         self.fake.reset()
         twilio = Twilio([s.url for s in servers], self.fake.url, ACCOUNT_SID, AUTH_TOKEN, LINE,
                         args.concurrency, args.code_wait)
-        async with twilio:
-            if callers.warmup:
+        if callers.warmup:
+            async with twilio:
                 warm, _ = await twilio.burst(callers.warmup, min(8, args.concurrency))
-                cold = [r.error for r in warm if not r.joined]
-                if cold:
-                    print(f"  warm-up: {len(cold)} of {len(warm)} calls failed: {cold[0]}")
-            idle_rss = sum(rss_bytes(s.pids()) for s in servers)
-            load = _load_average()
+            cold = [r.error for r in warm if not r.joined]
+            if cold:
+                print(f"  warm-up: {len(cold)} of {len(warm)} calls failed: {cold[0]}")
+        idle_rss = sum(rss_bytes(s.pids()) for s in servers)
+        cpus = len(os.sched_getaffinity(0))
+        busy = wait_for_quiet(args.wait_quiet, cpus=cpus)
+        if busy > 0.2:
+            print(f"  the CPUs were still {100 * busy:.0f}% busy with other work after "
+                  f"--wait-quiet {args.wait_quiet:g} s; measuring anyway")
+        load = _load_average()
+        # A fresh client for the burst: no connection has sat idle while waiting for quiet.
+        async with twilio:
             before = self.fake.stats()
             spies = [
                 start_profiler(self.children, server, path, args.profile_idle)
                 for server, path in zip(servers, profiles or [], strict=False)
             ]
             cpu_before = sum(cpu_seconds(s.pids()) for s in servers)
+            # Everyone's CPU, minus the servers', the driver's and the fake's: others' share.
+            ours_before = process_time() + cpu_seconds([self.fake.process.pid])
+            machine_before = machine_busy_seconds()
             try:
                 with MemorySampler(servers) as memory:
                     results, wall = await twilio.burst(callers.burst, args.concurrency)
             finally:
                 cpu = sum(cpu_seconds(s.pids()) for s in servers) - cpu_before
+                ours = process_time() + cpu_seconds([self.fake.process.pid]) - ours_before
+                others = machine_busy_seconds() - machine_before - cpu - ours
                 for spy in spies:
                     stop_profiler(self.children, spy)
             after = self.fake.stats()
             provider = {k: after.get(k, 0) - before.get(k, 0) for k in after}
             burst = report.Burst(results, wall, memory.peak_total, memory.peak_each, idle_rss,
-                                 cpu, provider, load)
+                                 cpu, provider, load, max(0.0, others) / (wall * cpus))
             guard: list[Check] = []
             if checks:
                 guard.append(await lockout_check(twilio, callers.lockout, MAX_ATTEMPTS))

@@ -307,6 +307,28 @@ def cpu_seconds(pids: Iterable[int]) -> float:
     return total / CLOCK_TICKS
 
 
+def machine_busy_seconds() -> float:
+    """Return the CPU time every process on the machine has used so far (from /proc/stat)."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / CLOCK_TICKS
+
+
+def wait_for_quiet(max_wait: float, busy_share: float = 0.2, cpus: int = 1) -> float:
+    """Wait (at most `max_wait` s) until the CPUs are mostly idle; return the last busy share.
+
+    Other work on the machine (a test suite, a browser) competes with the servers and makes
+    the numbers slower and noisier, so each burst starts when the machine is quiet if it can.
+    """
+    deadline = time.monotonic() + max_wait
+    while True:
+        before = machine_busy_seconds()
+        time.sleep(0.5)
+        share = (machine_busy_seconds() - before) / (0.5 * cpus)
+        if share <= busy_share or time.monotonic() >= deadline:
+            return share
+
+
 @dataclass
 class MemorySampler:
     """Sample the servers' summed RSS every `interval` seconds in a thread; keep the peaks."""
