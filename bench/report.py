@@ -44,6 +44,7 @@ class Burst:
     provider_requests: dict[str, int]
     load_before: float = 0.0
     others_cpu_share: float = 0.0
+    database_cpu_seconds: float = 0.0
 
 
 def summarize(bursts: Sequence[Burst]) -> dict[str, Any]:
@@ -85,6 +86,10 @@ def summarize(bursts: Sequence[Burst]) -> dict[str, Any]:
         ],
         "idle_rss_mb": max(b.idle_rss for b in bursts) / 2**20,
         "cpu_ms_per_call": 1000 * sum(b.cpu_seconds for b in bursts) / len(results)
+        if results
+        else None,
+        "database_cpu_ms_per_call": 1000 * sum(b.database_cpu_seconds for b in bursts)
+        / len(results)
         if results
         else None,
         "provider_requests": dict(provider),
@@ -142,6 +147,7 @@ ROWS: list[tuple[str, Any]] = [
     ("burst wall time", lambda s: f"{s['wall_seconds']:.2f} s"),
     ("server RSS idle / peak", lambda s: f"{s['idle_rss_mb']:.0f} / {s['peak_rss_mb']:.0f} MB"),
     ("server CPU / call", lambda s: _num(s["cpu_ms_per_call"], ".1f") + " ms"),
+    ("database CPU / call", lambda s: _num(s.get("database_cpu_ms_per_call"), ".1f") + " ms"),
 ]
 
 

@@ -54,6 +54,7 @@ from bench.servers import (  # noqa: E402
     MemorySampler,
     Server,
     cpu_seconds,
+    database_pids,
     floor_command,
     machine_busy_seconds,
     procfile_command,
@@ -362,21 +363,26 @@ class Bench:
             ]
             cpu_before = sum(cpu_seconds(s.pids()) for s in servers)
             # Everyone's CPU, minus the servers', the driver's and the fake's: others' share.
-            ours_before = process_time() + cpu_seconds([self.fake.process.pid])
+            # The database's CPU is the line's own; py-spy's is the profile's cost.
+            helpers = [self.fake.process.pid, *database_pids(), *(spy.pid for spy in spies)]
+            ours_before = process_time() + cpu_seconds(helpers)
+            database_before = cpu_seconds(database_pids())
             machine_before = machine_busy_seconds()
             try:
                 with MemorySampler(servers) as memory:
                     results, wall = await twilio.burst(callers.burst, args.concurrency)
             finally:
                 cpu = sum(cpu_seconds(s.pids()) for s in servers) - cpu_before
-                ours = process_time() + cpu_seconds([self.fake.process.pid]) - ours_before
+                ours = process_time() + cpu_seconds(helpers) - ours_before
                 others = machine_busy_seconds() - machine_before - cpu - ours
+                database_cpu = cpu_seconds(database_pids()) - database_before
                 for spy in spies:
                     stop_profiler(self.children, spy)
             after = self.fake.stats()
             provider = {k: after.get(k, 0) - before.get(k, 0) for k in after}
             burst = report.Burst(results, wall, memory.peak_total, memory.peak_each, idle_rss,
-                                 cpu, provider, load, max(0.0, others) / (wall * cpus))
+                                 cpu, provider, load, max(0.0, others) / (wall * cpus),
+                                 database_cpu)
             guard: list[Check] = []
             if checks:
                 guard.append(await lockout_check(twilio, callers.lockout, MAX_ATTEMPTS))
