@@ -373,6 +373,8 @@ class Bench:
                     results, wall = await twilio.burst(callers.burst, args.concurrency)
             finally:
                 cpu = sum(cpu_seconds(s.pids()) for s in servers) - cpu_before
+                # Connections opened during the burst fork new PostgreSQL backends: count them.
+                helpers += [pid for pid in database_pids() if pid not in helpers]
                 ours = process_time() + cpu_seconds(helpers) - ours_before
                 others = machine_busy_seconds() - machine_before - cpu - ours
                 database_cpu = cpu_seconds(database_pids()) - database_before
