@@ -26,6 +26,7 @@ from sqlalchemy import (
     delete,
     event,
     func,
+    insert,
     or_,
     select,
     update,
@@ -568,10 +569,11 @@ class Store:
             )
             if sent >= per_hour:
                 return None
-            send = CodeSend(phone=phone, sent_at=now, call_sid=call_sid, status=SendStatus.SENDING)
-            session.add(send)
-            session.flush()
-            return send.id
+            return session.execute(
+                insert(CodeSend)
+                .values(phone=phone, sent_at=now, call_sid=call_sid, status=SendStatus.SENDING)
+                .returning(CodeSend.id)
+            ).scalar_one()
 
     def finish_send(self, send_id: int, status: SendStatus, entry: CallLogEntry) -> None:
         """Record how a send ended, with its call log entry, in one transaction."""
@@ -639,7 +641,16 @@ class Store:
         room: str | None = None,
     ) -> None:
         with self._session.begin() as session:
-            session.add(log_entry(outcome, call_sid=call_sid, phone=phone, name=name, room=room))
+            session.execute(
+                insert(CallLogEntry).values(
+                    at=utcnow(),
+                    call_sid=call_sid,
+                    phone=phone,
+                    name=name,
+                    room=room,
+                    outcome=str(outcome),
+                )
+            )
 
     def log_hang_up(self, call_sid: str, phone: str | None) -> bool:
         """Log "hung up" for a call that ended at the code prompt; return whether it did.
@@ -879,12 +890,16 @@ def _make_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"timeout": 15})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    # Pre-ping so a database restart costs one reconnect, not a failed call.
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+    # No pre-ping: it would add a round trip to every checkout on the webhook path. After a
+    # database restart SQLAlchemy notices the first broken connection and drops the whole pool;
+    # only the requests in flight then fail, and their callers hear an apology.
+    return create_engine(url, pool_size=10, max_overflow=20, pool_recycle=1800)
 
 
 def _sqlite_pragmas(connection, _record) -> None:
     cursor = connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA journal_mode=WAL")
+    # Under WAL this stays consistent; only a power cut can lose the last commits.
+    cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
