@@ -11,7 +11,7 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
-from ivr.store import Outcome, SendStatus, Store, log_entry
+from ivr.store import CallNote, Outcome, SendStatus, Store
 from ivr.verification import CodeProvider, ProviderError, SendRefused
 
 log = logging.getLogger(__name__)
@@ -24,9 +24,7 @@ SENDER_THREADS = 16
 class PendingSend:
     send_id: int
     phone: str
-    call_sid: str | None
-    name: str | None
-    room: str | None
+    note: CallNote
 
 
 class CodeSender:
@@ -59,26 +57,20 @@ class CodeSender:
             self._in_flight.discard(future)
 
     def _deliver(self, pending: PendingSend) -> None:
+        call_sid = pending.note.call_sid
         try:
             self._codes.send(pending.phone, "sms")
-            status, outcome = SendStatus.SENT, Outcome.CODE_SENT
+            return  # the call log already says "code sent"
         except SendRefused:
             status, outcome = SendStatus.REFUSED, Outcome.SEND_LIMIT
         except ProviderError as error:
-            log.error("code send for call %s failed: %s", pending.call_sid, error)
+            log.error("code send for call %s failed: %s", call_sid, error)
             status, outcome = SendStatus.FAILED, Outcome.PROVIDER_ERROR
         except Exception:
             # Nothing may escape a worker thread unseen: the caller must still hear about it.
-            log.exception("code send for call %s failed", pending.call_sid)
+            log.exception("code send for call %s failed", call_sid)
             status, outcome = SendStatus.FAILED, Outcome.PROVIDER_ERROR
-        entry = log_entry(
-            outcome,
-            call_sid=pending.call_sid,
-            phone=pending.phone,
-            name=pending.name,
-            room=pending.room,
-        )
         try:
-            self._store.finish_send(pending.send_id, status, entry)
+            self._store.send_failed(pending.send_id, status, outcome, pending.note)
         except Exception:
-            log.exception("could not record the code send for call %s", pending.call_sid)
+            log.exception("could not record the failed code send for call %s", call_sid)

@@ -118,8 +118,7 @@ class NumberGuard(Base):
 
 
 class SendStatus(StrEnum):
-    SENDING = "sending"
-    SENT = "sent"
+    STARTED = "started"  # handed to the provider; nothing more is written when it goes out
     FAILED = "failed"  # the provider was down, slow or refusing
     REFUSED = "refused"  # the provider will send no more codes to this number for now
 
@@ -156,7 +155,7 @@ class CodeSend(Base):
     phone: Mapped[str] = mapped_column(String(20), index=True)
     sent_at: Mapped[datetime] = mapped_column(DateTime)
     call_sid: Mapped[str | None] = mapped_column(String(64), index=True)
-    status: Mapped[str] = mapped_column(String(16), default=SendStatus.SENDING)
+    status: Mapped[str] = mapped_column(String(16), default=SendStatus.STARTED)
 
 
 class OneTimeCode(Base):
@@ -186,18 +185,25 @@ class CallLogEntry(Base):
 _AT_THE_PROMPT = {Outcome.CODE_SENT, Outcome.WRONG_CODE}
 
 
-def log_entry(
-    outcome: Outcome,
-    *,
-    call_sid: str | None = None,
-    phone: str | None = None,
-    name: str | None = None,
-    room: str | None = None,
-) -> CallLogEntry:
-    """Return a call log row stamped now."""
-    return CallLogEntry(
-        at=utcnow(), call_sid=call_sid, phone=phone, name=name, room=room, outcome=str(outcome)
-    )
+@dataclass(frozen=True)
+class CallNote:
+    """Who and where a call log row is about."""
+
+    call_sid: str | None = None
+    phone: str | None = None
+    name: str | None = None
+    room: str | None = None
+
+    def row(self, outcome: Outcome) -> dict:
+        """Return the values of a call log row with this outcome, stamped now."""
+        return {
+            "at": utcnow(),
+            "call_sid": self.call_sid,
+            "phone": self.phone,
+            "name": self.name,
+            "room": self.room,
+            "outcome": str(outcome),
+        }
 
 
 class Admin(Base):
@@ -457,8 +463,8 @@ class Store:
             .outerjoin(NumberGuard, NumberGuard.phone == phone)
             .where(Room.id == room_id)
         )
-        with self._session() as session:
-            row = session.execute(stmt).first()
+        with self.engine.connect() as connection:
+            row = connection.execute(stmt).first()
         if row is None:
             return None
         room, music, name, role, locked_until, failures, status = row
@@ -476,8 +482,8 @@ class Store:
 
     def locked_until(self, phone: str, guard: Guard = NumberGuard) -> datetime | None:
         """Return when the number's lockout ends, or None if it is not locked now."""
-        with self._session() as session:
-            until = session.scalar(select(guard.locked_until).where(guard.phone == phone))
+        with self.engine.connect() as connection:
+            until = connection.scalar(select(guard.locked_until).where(guard.phone == phone))
         return until if until is not None and until > utcnow() else None
 
     def record_failure(
@@ -505,8 +511,8 @@ class Store:
             )
             .returning(guard.locked_until)
         )
-        with self._session.begin() as session:
-            locked_until = session.execute(stmt).scalar_one()
+        with self.engine.begin() as connection:
+            locked_until = connection.execute(stmt).scalar_one()
         return locked_until if locked_until is not None and locked_until > now else None
 
     def clear_failures(self, phone: str, guard: Guard = NumberGuard) -> None:
@@ -542,11 +548,12 @@ class Store:
                             lockout.names.append(name)
         return sorted(found.values(), key=lambda lockout: (lockout.locked_until, lockout.phone))
 
-    def reserve_send(self, phone: str, per_hour: int, call_sid: str | None = None) -> int | None:
+    def reserve_send(self, phone: str, per_hour: int, note: CallNote | None = None) -> int | None:
         """Record a code send unless `per_hour` were sent in the last hour; return its id.
 
-        The number's guard row is locked first, so concurrent sends on any instance queue up
-        behind each other and the cap cannot be overshot.
+        With a `note`, the send belongs to that call and the call log says "code sent" in the
+        same transaction. The number's guard row is locked first, so concurrent sends on any
+        instance queue up behind each other and the cap cannot be overshot.
         """
         now = utcnow()
         lock_row = (
@@ -557,34 +564,53 @@ class Store:
                 set_={"failures": NumberGuard.failures},
             )
         )
-        with self._session.begin() as session:
-            session.execute(lock_row)
-            session.execute(
+        with self.engine.begin() as connection:
+            connection.execute(lock_row)
+            connection.execute(
                 delete(CodeSend).where(
                     CodeSend.phone == phone, CodeSend.sent_at <= now - timedelta(hours=1)
                 )
             )
-            sent = session.scalar(
+            sent = connection.scalar(
                 select(func.count()).select_from(CodeSend).where(CodeSend.phone == phone)
             )
             if sent >= per_hour:
                 return None
-            return session.execute(
+            send_id = connection.execute(
                 insert(CodeSend)
-                .values(phone=phone, sent_at=now, call_sid=call_sid, status=SendStatus.SENDING)
+                .values(
+                    phone=phone,
+                    sent_at=now,
+                    call_sid=note.call_sid if note else None,
+                    status=SendStatus.STARTED,
+                )
                 .returning(CodeSend.id)
             ).scalar_one()
+            if note is not None:
+                connection.execute(insert(CallLogEntry).values(note.row(Outcome.CODE_SENT)))
+            return send_id
 
-    def finish_send(self, send_id: int, status: SendStatus, entry: CallLogEntry) -> None:
-        """Record how a send ended, with its call log entry, in one transaction."""
-        with self._session.begin() as session:
-            session.execute(update(CodeSend).where(CodeSend.id == send_id).values(status=status))
-            session.add(entry)
+    def send_failed(
+        self, send_id: int, status: SendStatus, outcome: Outcome, note: CallNote
+    ) -> None:
+        """Record that a send did not go out: its status, and the call's "code sent" row."""
+        with self.engine.begin() as connection:
+            connection.execute(update(CodeSend).where(CodeSend.id == send_id).values(status=status))
+            changed = connection.execute(
+                update(CallLogEntry)
+                .where(
+                    CallLogEntry.call_sid == note.call_sid,
+                    CallLogEntry.outcome == str(Outcome.CODE_SENT),
+                )
+                .values(outcome=str(outcome))
+            ).rowcount
+            if not changed:
+                connection.execute(insert(CallLogEntry).values(note.row(outcome)))
 
     def send_status(self, call_sid: str) -> SendStatus | None:
         """Return how the call's latest code send went, if it had one."""
-        with self._session() as session:
-            status = session.scalar(
+        with self.engine.connect() as connection:
+            status = connection.scalar(
                 select(CodeSend.status)
                 .where(CodeSend.call_sid == call_sid)
                 .order_by(CodeSend.id.desc())
@@ -604,13 +630,13 @@ class Store:
                 set_={"code_hash": code_hash, "expires_at": expires_at},
             )
         )
-        with self._session.begin() as session:
-            session.execute(stmt)
+        with self.engine.begin() as connection:
+            connection.execute(stmt)
 
     def pending_code(self, phone: str) -> tuple[str, datetime] | None:
         """Return the number's stored code hash and expiry, if any."""
-        with self._session() as session:
-            row = session.execute(
+        with self.engine.connect() as connection:
+            row = connection.execute(
                 select(OneTimeCode.code_hash, OneTimeCode.expires_at).where(
                     OneTimeCode.phone == phone
                 )
@@ -619,8 +645,8 @@ class Store:
 
     def consume_code(self, phone: str, code_hash: str) -> bool:
         """Delete the number's code if it is still this one; only one caller can win."""
-        with self._session.begin() as session:
-            result = session.execute(
+        with self.engine.begin() as connection:
+            result = connection.execute(
                 delete(OneTimeCode).where(
                     OneTimeCode.phone == phone,
                     OneTimeCode.code_hash == code_hash,
@@ -631,26 +657,18 @@ class Store:
 
     # -- call log -----------------------------------------------------------------------------
 
-    def log_call(
-        self,
-        outcome: Outcome,
-        *,
-        call_sid: str | None = None,
-        phone: str | None = None,
-        name: str | None = None,
-        room: str | None = None,
-    ) -> None:
-        with self._session.begin() as session:
-            session.execute(
-                insert(CallLogEntry).values(
-                    at=utcnow(),
-                    call_sid=call_sid,
-                    phone=phone,
-                    name=name,
-                    room=room,
-                    outcome=str(outcome),
+    def log_call(self, outcome: Outcome, note: CallNote) -> None:
+        with self.engine.begin() as connection:
+            connection.execute(insert(CallLogEntry).values(note.row(outcome)))
+
+    def record_join(self, outcome: Outcome, note: CallNote, clear_failures: bool) -> None:
+        """Log a caller let in and, if they had failed before, forget their failures."""
+        with self.engine.begin() as connection:
+            if clear_failures and note.phone:
+                connection.execute(
+                    update(NumberGuard).where(NumberGuard.phone == note.phone).values(failures=0)
                 )
-            )
+            connection.execute(insert(CallLogEntry).values(note.row(outcome)))
 
     def log_hang_up(self, call_sid: str, phone: str | None) -> bool:
         """Log "hung up" for a call that ended at the code prompt; return whether it did.
@@ -672,15 +690,10 @@ class Store:
             if not reached_prompt or any(e.outcome not in _AT_THE_PROMPT for e in entries):
                 return False
             last = entries[-1] if entries else None
-            session.add(
-                log_entry(
-                    Outcome.HUNG_UP,
-                    call_sid=call_sid,
-                    phone=phone,
-                    name=last.name if last else None,
-                    room=last.room if last else None,
-                )
+            note = CallNote(
+                call_sid, phone, last.name if last else None, last.room if last else None
             )
+            session.add(CallLogEntry(**note.row(Outcome.HUNG_UP)))
             return True
 
     def call_log(self, limit: int = 100) -> list[CallLogEntry]:

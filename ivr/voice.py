@@ -19,7 +19,7 @@ from ivr.phones import caller_phone, is_withheld, parse_phone
 from ivr.sending import PendingSend
 from ivr.services import services
 from ivr.signature import is_signed_by_twilio
-from ivr.store import CallerAtLine, Outcome, Role, SendStatus, utcnow
+from ivr.store import CallerAtLine, CallNote, Outcome, Role, SendStatus, utcnow
 from ivr.verification import CheckResult, ProviderError
 
 # Codes sent to one number in any hour, whichever provider sends them.
@@ -71,14 +71,13 @@ def voice():
     if _is_locked(caller):
         return call.locked_out(caller, caller.locked_until)
 
-    send_id = services().store.reserve_send(call.phone, SENDS_PER_HOUR, call.call_sid)
+    note = call.note(caller)
+    send_id = services().store.reserve_send(call.phone, SENDS_PER_HOUR, note)
     if send_id is None:
         call.log(Outcome.SEND_LIMIT, caller)
         return _twiml(twiml.goodbye(twiml.SEND_LIMIT))
     # The greeting does not wait for Twilio: the code is sent while the caller hears it.
-    services().sender.send(
-        PendingSend(send_id, call.phone, call.call_sid, caller.name, caller.room)
-    )
+    services().sender.send(PendingSend(send_id, call.phone, note))
     return _twiml(twiml.welcome(caller.name, *_gather_urls()))
 
 
@@ -110,14 +109,12 @@ def gather():
         result = CheckResult.WRONG
 
     if result == CheckResult.APPROVED:
-        if caller.failures:
-            store.clear_failures(call.phone)
         joined = (
             Outcome.JOINED_MODERATOR
             if caller.role == Role.MODERATOR
             else Outcome.JOINED_PARTICIPANT
         )
-        call.log(joined, caller)
+        store.record_join(joined, call.note(caller), clear_failures=caller.failures > 0)
         events_url = _public_url("/conference/events")
         return _twiml(
             twiml.join_conference(
@@ -144,13 +141,13 @@ def conference_events():
     phone = _track_live_members(event)
     outcome = CONFERENCE_OUTCOMES.get(event)
     if outcome is not None:
-        services().store.log_call(
-            outcome,
-            call_sid=request.form.get("CallSid"),
-            phone=phone,
-            name=request.form.get("ParticipantLabel"),
-            room=request.form.get("FriendlyName"),
+        note = CallNote(
+            request.form.get("CallSid"),
+            phone,
+            request.form.get("ParticipantLabel"),
+            request.form.get("FriendlyName"),
         )
+        services().store.log_call(outcome, note)
     return _twiml(twiml.empty())
 
 
@@ -212,14 +209,17 @@ class _Call:
         form = request.form
         return cls(form.get("From"), form.get("To"), form.get("CallSid"))
 
-    def log(self, outcome: Outcome, caller: CallerAtLine | None) -> None:
-        services().store.log_call(
-            outcome,
+    def note(self, caller: CallerAtLine | None) -> CallNote:
+        """Return what the call log says about this call and caller."""
+        return CallNote(
             call_sid=self.call_sid,
             phone=self.phone or (self.raw_from or "")[:40] or None,
             name=caller.name if caller else None,
             room=caller.room if caller else None,
         )
+
+    def log(self, outcome: Outcome, caller: CallerAtLine | None) -> None:
+        services().store.log_call(outcome, self.note(caller))
 
     def refuse_caller_id(self) -> Response:
         """Refuse a withheld or unusable caller ID; nothing is sent to it."""

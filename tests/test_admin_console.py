@@ -9,7 +9,7 @@ import re
 import pytest
 from sqlalchemy import select
 
-from ivr.store import NumberGuard, Outcome, Participant, Room, SignInGuard
+from ivr.store import CallNote, NumberGuard, Outcome, Participant, Room, SignInGuard
 from tests.conftest import (
     ACCOUNT_SID,
     ADMIN,
@@ -311,7 +311,7 @@ def test_the_call_log_filters_by_room_number_and_outcome_and_never_shows_a_code(
 def test_the_call_log_is_paginated(admin_client, admin_app):
     store = store_of(admin_app)
     for number in range(120):
-        store.log_call(Outcome.NO_INPUT, call_sid=f"CA{number:032d}", phone=BLATHERS)
+        store.log_call(Outcome.NO_INPUT, CallNote(call_sid=f"CA{number:032d}", phone=BLATHERS))
 
     first = text_of(admin_client.get("/admin/calls"))
     assert "120 records; page 1 of 3." in first
