@@ -7,8 +7,9 @@ Times are naive UTC.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from contextlib import contextmanager
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -32,7 +33,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, sessionmaker
 
@@ -279,6 +280,15 @@ class Store:
     def __init__(self, url: str) -> None:
         self.engine = _make_engine(url)
         self._session = sessionmaker(self.engine, expire_on_commit=False)
+        # SQLite lets one writer in at a time and makes the others back off in sleeps of up to
+        # 100 ms; a lock queues this process's writers without them. PostgreSQL locks rows.
+        self._write_lock = threading.Lock() if url.startswith("sqlite") else nullcontext()
+
+    @contextmanager
+    def _writing(self) -> Iterator[Connection]:
+        """Open a write transaction on the webhook path."""
+        with self._write_lock, self.engine.begin() as connection:
+            yield connection
 
     def create_schema(self) -> None:
         """Create missing tables; existing tables and their rows are kept."""
@@ -511,7 +521,7 @@ class Store:
             )
             .returning(guard.locked_until)
         )
-        with self.engine.begin() as connection:
+        with self._writing() as connection:
             locked_until = connection.execute(stmt).scalar_one()
         return locked_until if locked_until is not None and locked_until > now else None
 
@@ -564,7 +574,7 @@ class Store:
                 set_={"failures": NumberGuard.failures},
             )
         )
-        with self.engine.begin() as connection:
+        with self._writing() as connection:
             connection.execute(lock_row)
             connection.execute(
                 delete(CodeSend).where(
@@ -594,7 +604,7 @@ class Store:
         self, send_id: int, status: SendStatus, outcome: Outcome, note: CallNote
     ) -> None:
         """Record that a send did not go out: its status, and the call's "code sent" row."""
-        with self.engine.begin() as connection:
+        with self._writing() as connection:
             connection.execute(update(CodeSend).where(CodeSend.id == send_id).values(status=status))
             changed = connection.execute(
                 update(CallLogEntry)
@@ -630,7 +640,7 @@ class Store:
                 set_={"code_hash": code_hash, "expires_at": expires_at},
             )
         )
-        with self.engine.begin() as connection:
+        with self._writing() as connection:
             connection.execute(stmt)
 
     def pending_code(self, phone: str) -> tuple[str, datetime] | None:
@@ -645,7 +655,7 @@ class Store:
 
     def consume_code(self, phone: str, code_hash: str) -> bool:
         """Delete the number's code if it is still this one; only one caller can win."""
-        with self.engine.begin() as connection:
+        with self._writing() as connection:
             result = connection.execute(
                 delete(OneTimeCode).where(
                     OneTimeCode.phone == phone,
@@ -658,12 +668,12 @@ class Store:
     # -- call log -----------------------------------------------------------------------------
 
     def log_call(self, outcome: Outcome, note: CallNote) -> None:
-        with self.engine.begin() as connection:
+        with self._writing() as connection:
             connection.execute(insert(CallLogEntry).values(note.row(outcome)))
 
     def record_join(self, outcome: Outcome, note: CallNote, clear_failures: bool) -> None:
         """Log a caller let in and, if they had failed before, forget their failures."""
-        with self.engine.begin() as connection:
+        with self._writing() as connection:
             if clear_failures and note.phone:
                 connection.execute(
                     update(NumberGuard).where(NumberGuard.phone == note.phone).values(failures=0)
