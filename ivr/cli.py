@@ -52,8 +52,10 @@ def init_db() -> None:
 def add(phone: str, name: str, moderator: bool, room: str) -> None:
     """Add PHONE (international format) as NAME, or update them if already listed."""
     row = _valid(lambda: roster.participant(phone, name, "moderator" if moderator else "", room))
-    _store().add_participant(row)
+    store = _store()
+    store.add_participant(row)
     click.echo(f"{row.name} ({international(row.phone)}) is a {row.role.value} in {row.room}.")
+    _warn_unreachable(store, {row.room})
 
 
 @participants.command("list")
@@ -86,8 +88,10 @@ def remove(phone: str, room: str | None) -> None:
 def import_(file) -> None:
     """Add or update everyone in FILE (phone,name,role[,room]); any bad row changes nothing."""
     rows = _valid(lambda: roster.read_csv(file.read()))
-    count = _store().import_participants(rows)
+    store = _store()
+    count = store.import_participants(rows)
     click.echo(f"Imported {count} participants.")
+    _warn_unreachable(store, {row.room for row in rows})
 
 
 @participants.command("export")
@@ -128,6 +132,15 @@ def remove_admin(phone: str) -> None:
     if not _store().remove_admin(number):
         raise click.ClickException(f"{number} is not an admin")
     click.echo(f"Removed admin {number}.")
+
+
+def _warn_unreachable(store, rooms: set[str]) -> None:
+    for room in sorted(rooms & set(store.unreachable_rooms())):
+        click.echo(
+            f"Warning: room {room} has no line number, so no call reaches it; give it one in "
+            "the admin console (Rooms).",
+            err=True,
+        )
 
 
 def _valid(make):

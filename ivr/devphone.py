@@ -132,16 +132,20 @@ class Conferences:
             call.conference = room.name
             call.role = "moderator" if member.starts else "participant"
             call.hear(f"*** Joined conference {room.name} as {call.role}.")
-            if member.starts and not room.started:
+            # Twilio starts a conference once a moderator is in and someone is with them.
+            if not room.started and len(room.members) > 1 and any(m.starts for m in room.members):
                 room.started = True
                 self._event(room, member, "conference-start")
+                news = "The moderator has joined" if member.starts else "A second caller joined"
                 for waiting in room.members:
                     if waiting is not member:
-                        waiting.call.hear("(The moderator has joined: the conference starts.)")
+                        waiting.call.hear(f"({news}: the conference starts.)")
             self._event(room, member, "participant-join")
             if room.started:
                 others = len(room.members) - 1
                 call.hear(f"(In conference {room.name} with {others} other caller(s).)")
+            elif member.starts:
+                call.hear(f"(Hold music: conference {room.name} starts when someone else joins.)")
             else:
                 call.hear(f"(Hold music: conference {room.name} waits for a moderator.)")
 

@@ -10,6 +10,15 @@ from ivr.services import services
 from ivr.signature import is_signed_by_twilio
 
 bp = Blueprint("devphone", __name__, url_prefix="/dev")
+LOOPBACK = {"127.0.0.1", "::1"}
+
+
+@bp.before_request
+def only_from_this_machine() -> None:
+    # The dev phone shows every code the console outbox holds: never to another machine, even
+    # when local mode was started on 0.0.0.0 by mistake.
+    if request.remote_addr not in LOOPBACK:
+        abort(404)
 
 
 def _phones() -> DevPhones:

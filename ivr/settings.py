@@ -119,6 +119,9 @@ def validate(raw: dict[str, Any], instance_path: Path) -> dict[str, Any]:
         if settings[name]:
             settings[name] = _base_url(name, settings[name])
 
+    # Examples go only into local mode's own SQLite file, never into a database someone
+    # configured and then forgot the credentials for.
+    examples_allowed = local_mode and not settings["DATABASE_URL"]
     settings["DATABASE_URL"] = database_url(settings["DATABASE_URL"], instance_path)
     if settings["REDIS_URL"] and urlsplit(settings["REDIS_URL"]).scheme not in (
         "redis",
@@ -138,7 +141,7 @@ def validate(raw: dict[str, Any], instance_path: Path) -> dict[str, Any]:
     # with a token generated once and kept beside the database.
     settings["SIGNING_TOKEN"] = token or _kept_secret(instance_path / "local_signing_token")
 
-    settings["SEED_PARTICIPANTS"] = _seed_participants(settings, local_mode)
+    settings["SEED_PARTICIPANTS"] = _seed_participants(settings, examples_allowed)
     return settings
 
 
@@ -210,15 +213,17 @@ def _kept_secret(path: Path) -> str:
     return path.read_text().strip()
 
 
-def _seed_participants(settings: dict[str, Any], local_mode: bool) -> list[tuple[str, str, str]]:
+def _seed_participants(
+    settings: dict[str, Any], examples_allowed: bool
+) -> list[tuple[str, str, str]]:
     """Return (phone, name, role) rows to load into an empty database.
 
-    A config file's KNOWN_PARTICIPANTS/MODERATOR always load; the example set only in local
-    mode, so a production line never starts with demo callers.
+    A config file's KNOWN_PARTICIPANTS/MODERATOR always load; the example set only when
+    `examples_allowed` (local mode on its own SQLite file), so a real line never gets demo callers.
     """
     known, moderator = settings["KNOWN_PARTICIPANTS"], settings["MODERATOR"]
     if known is None and moderator is None:
-        if not local_mode:
+        if not examples_allowed:
             return []
         known, moderator = EXAMPLE_PARTICIPANTS, EXAMPLE_MODERATOR
     if isinstance(known, str):

@@ -434,6 +434,17 @@ class Store:
         with self._session.begin() as session:
             return session.execute(stmt).rowcount
 
+    def unreachable_rooms(self) -> list[str]:
+        """Return rooms no call can reach: without a line number, and not the fallback room."""
+        with self.engine.connect() as connection:
+            lineless = list(
+                connection.scalars(
+                    select(Room.name).where(Room.line_number.is_(None)).order_by(Room.id)
+                )
+            )
+        # Calls to a number no room claims go to the first room without a line number.
+        return lineless[1:]
+
     def caller_at_line(
         self, phone: str, line: str | None, call_sid: str | None = None
     ) -> CallerAtLine | None:
@@ -828,6 +839,17 @@ class Store:
         )
         with self._session() as session:
             return list(session.scalars(stmt))
+
+    def live_labels(self, room: str) -> set[str]:
+        """Return the participant labels in the room's conference now."""
+        with self.engine.connect() as connection:
+            return set(
+                connection.scalars(
+                    select(ConferenceMember.label).where(
+                        ConferenceMember.room == room, ConferenceMember.label.is_not(None)
+                    )
+                )
+            )
 
     def live_member(self, call_sid: str) -> ConferenceMember | None:
         with self._session() as session:

@@ -11,6 +11,7 @@ GATHER_TIMEOUT_SECONDS = 10
 # Re-prompts after a Gather that heard nothing, before the line says goodbye.
 MAX_REPROMPTS = 3
 CONFERENCE_EVENTS = "start end join leave mute hold"
+MAX_LABEL = 128
 
 WITHHELD = (
     "Sorry, this line does not accept calls from withheld numbers. "
@@ -66,7 +67,7 @@ def welcome(name: str, gather_url: str, no_input_url: str) -> VoiceResponse:
 
 def join_conference(
     room: str,
-    name: str,
+    label: str,
     role: Role,
     events_url: str,
     hold_music_url: str | None = None,
@@ -80,14 +81,26 @@ def join_conference(
         room,
         start_conference_on_enter=is_moderator,
         end_conference_on_exit=is_moderator,
-        participant_label=name,
+        participant_label=label,
         status_callback=events_url,
         status_callback_event=CONFERENCE_EVENTS,
         status_callback_method="POST",
         wait_url=hold_music_url,
+        # Hold music is usually a static file, and static hosts refuse Twilio's default POST.
+        wait_method="GET" if hold_music_url else None,
     )
     response.append(dial)
     return response
+
+
+def participant_label(name: str, phone: str, taken: set[str]) -> str:
+    """Return a label Twilio accepts: no "/", at most 128 characters, unique in the conference."""
+    label = name.replace("/", "-")[:MAX_LABEL]
+    if label in taken:
+        # Two Alexes, or a redial while the old call leg is still up.
+        suffix = f" ({phone[-4:]})"
+        label = label[: MAX_LABEL - len(suffix)] + suffix
+    return label
 
 
 def read_code_aloud(code: str) -> VoiceResponse:

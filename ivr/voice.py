@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, abort, current_app, request
 from twilio.twiml.voice_response import VoiceResponse
@@ -56,6 +57,10 @@ def speak_the_fault(error: Exception):
     if isinstance(error, HTTPException):
         return error
     log.exception("webhook %s failed", request.path)
+    try:
+        _Call.from_request().log(Outcome.APPLICATION_ERROR, None)
+    except Exception:  # the database may be what failed; the caller's goodbye comes first
+        log.warning("could not log the failed webhook in the call log")
     return _twiml(twiml.goodbye(twiml.APPLICATION_FAULT))
 
 
@@ -116,9 +121,10 @@ def gather():
         )
         store.record_join(joined, call.note(caller), clear_failures=caller.failures > 0)
         events_url = _public_url("/conference/events")
+        label = twiml.participant_label(caller.name, call.phone, store.live_labels(caller.room))
         return _twiml(
             twiml.join_conference(
-                caller.room, caller.name, caller.role, events_url, caller.hold_music_url
+                caller.room, label, caller.role, events_url, caller.hold_music_url
             )
         )
 
@@ -189,7 +195,7 @@ def _no_input(call: _Call) -> Response:
         return _twiml(twiml.goodbye(UNSENT[status]))
     reprompt = request.args.get("reprompt", default=1, type=int)
     if reprompt > twiml.MAX_REPROMPTS:
-        call.log(Outcome.NO_INPUT, None)
+        call.log(Outcome.NO_INPUT, services().store.caller_at_line(call.phone, call.line))
         return _twiml(twiml.goodbye(twiml.NO_INPUT_GOODBYE))
     message = f"{twiml.NO_DIGITS} {twiml.ASK_FOR_CODE}"
     return _twiml(twiml.ask_for_code(message, *_gather_urls(reprompt + 1)))
@@ -246,7 +252,14 @@ def _is_locked(caller: CallerAtLine) -> bool:
 
 def _gather_urls(reprompt: int = 1) -> tuple[str, str]:
     """Return the Gather's action and where to go when it hears nothing."""
-    return "/gather", f"/gather?reprompt={reprompt}"
+    prefix = _public_path_prefix()
+    return f"{prefix}/gather", f"{prefix}/gather?reprompt={reprompt}"
+
+
+def _public_path_prefix() -> str:
+    """Return PUBLIC_BASE_URL's path, for a line served under a prefix such as /line."""
+    base = current_app.config["PUBLIC_BASE_URL"]
+    return urlsplit(base).path.rstrip("/") if base else ""
 
 
 def _public_url(path: str) -> str:

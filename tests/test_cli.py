@@ -51,7 +51,11 @@ def test_add_list_and_remove(runner):
 
     assert added.exit_code == 0
     assert added.output == "Blathers (+1 800-555-9876) is a participant in main.\n"
-    assert moderator.output == "Isabelle (+1 800-555-1234) is a moderator in board.\n"
+    assert moderator.output == (
+        "Isabelle (+1 800-555-1234) is a moderator in board.\n"
+        "Warning: room board has no line number, so no call reaches it; give it one in the "
+        "admin console (Rooms).\n"
+    )
     listing = cli.invoke(args=["participants", "list"])
     assert listing.output == (
         "board\t+18005551234\tIsabelle (moderator)\nmain\t+18005559876\tBlathers\n"
@@ -114,7 +118,11 @@ def test_import_and_export_round_trip(runner, tmp_path):
 
     imported = cli.invoke(args=["participants", "import", str(source)])
 
-    assert imported.output == "Imported 3 participants.\n"
+    assert imported.output == (
+        "Imported 3 participants.\n"
+        "Warning: room board has no line number, so no call reaches it; give it one in the "
+        "admin console (Rooms).\n"
+    )
     assert store.participants() == [
         ParticipantRow("+18005554321", "Mabel", Role.PARTICIPANT, "board"),
         ParticipantRow("+18005551234", "Isabelle", Role.MODERATOR, "main"),

@@ -251,3 +251,35 @@ def test_browser_phone_plays_the_moderated_conference(browser, live_server):
     moderator.locator("#conferences").filter(has_text="Nobody is in a conference").wait_for()
     blathers.screenshot(path=str(ARTIFACTS / "devphone-ended.png"), full_page=True)
     assert errors == []
+
+
+def test_the_dev_phone_pages_are_only_for_this_machine(local_app):
+    client = local_app.test_client()
+    elsewhere = {"REMOTE_ADDR": "203.0.113.9"}
+    assert client.get("/dev/phone", environ_base=elsewhere).status_code == 404
+    status = client.get("/dev/phone/status?phone=%2B18005559876", environ_base=elsewhere)
+    assert status.status_code == 404
+    assert client.get("/dev/phone").status_code == 200
+
+
+def test_local_mode_on_a_configured_database_loads_no_examples(tmp_path):
+    app = create_app(
+        {
+            "INSTANCE_PATH": str(tmp_path / "instance"),
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'real.sqlite3'}",
+        }
+    )
+    store = app.extensions["ivr"].store
+    assert app.config["LOCAL_MODE"] is True
+    assert store.participants() == []
+    store.dispose()
+
+
+def test_a_moderator_alone_waits_for_someone_else(tmp_path):
+    phone = Phone(tmp_path, tmp_path / "instance", "+18005551234")
+    phone.read_until(KEYPAD)
+    phone.type(phone.code())
+    phone.read_until("Press Enter to hang up.")
+    phone.type("")
+    output = phone.finish()
+    assert "(Hold music: conference main starts when someone else joins.)" in output

@@ -38,6 +38,7 @@ def test_join_conference(role, starts_and_ends):
         "statusCallbackEvent": "start end join leave mute hold",
         "statusCallbackMethod": "POST",
         "waitUrl": "https://line.example.com/hold.mp3",
+        "waitMethod": "GET",
     }
 
 
@@ -53,3 +54,17 @@ def test_locked_out_says_the_time_left(minutes, words):
     root = parsed(twiml.locked_out(minutes))
     assert [child.tag for child in root] == ["Say", "Hangup"]
     assert f"locked for {words}" in root[0].text
+
+
+@pytest.mark.parametrize(
+    ("name", "taken", "label"),
+    [
+        ("Blathers", set(), "Blathers"),
+        ("A/V desk", set(), "A-V desk"),
+        ("Blathers", {"Blathers"}, "Blathers (9876)"),
+        ("x" * 200, set(), "x" * 128),
+        ("x" * 200, {"x" * 128}, "x" * 121 + " (9876)"),
+    ],
+)
+def test_participant_labels_twilio_accepts(name, taken, label):
+    assert twiml.participant_label(name, "+18005559876", taken) == label
