@@ -14,6 +14,12 @@ TWILIO_AUTH_TOKEN = None
 # Unset: the built-in provider makes codes here and texts them from TWILIO_PHONE_NUMBER.
 VERIFY_SERVICE_SID = None
 
+# A second Verify service SID ("VA...") for admin console sign-in codes. Verify keeps one pending
+# code per number in a service, so sign-in cannot share the line's service without replacing a
+# caller's code. Unset: sign-in codes are made here and texted (or called) from
+# TWILIO_PHONE_NUMBER - with VERIFY_SERVICE_SID set, one of the two is then required.
+ADMIN_VERIFY_SERVICE_SID = None
+
 # The line's number in E.164 form; the sender of built-in SMS and voice codes.
 TWILIO_PHONE_NUMBER = None  # "+18005550100"
 

@@ -2,14 +2,19 @@
 
 A send that fails is recorded against the call, so the call's next webhook - on any instance -
 tells the caller instead of waiting for a code that will never come.
+
+The console's sign-in codes go out on the same threads (`run`), so that its answer does not wait
+for Twilio and its timing says nothing about whether a code was sent.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from typing import Any
 
 from ivr.store import CallNote, Outcome, SendStatus, Store
 from ivr.verification import CodeProvider, ProviderError, SendRefused
@@ -36,8 +41,12 @@ class CodeSender:
         self._lock = threading.Lock()
 
     def send(self, pending: PendingSend) -> None:
-        """Start sending a code; return at once."""
-        future = self._pool.submit(self._deliver, pending)
+        """Start sending a call's code; return at once."""
+        self.run(self._deliver, pending)
+
+    def run(self, job: Callable[..., None], *args: Any) -> None:
+        """Start `job(*args)` on a sender thread; return at once."""
+        future = self._pool.submit(_logging_failures, job, *args)
         with self._lock:
             self._in_flight.add(future)
         future.add_done_callback(self._forget)
@@ -74,3 +83,11 @@ class CodeSender:
             self._store.send_failed(pending.send_id, status, outcome, pending.note)
         except Exception:
             log.exception("could not record the failed code send for call %s", call_sid)
+
+
+def _logging_failures(job: Callable[..., None], *args: Any) -> None:
+    """Run `job`; log what it raises, which would otherwise vanish with its Future."""
+    try:
+        job(*args)
+    except Exception:
+        log.exception("background job %s failed", getattr(job, "__qualname__", job))

@@ -18,14 +18,15 @@ from ivr.verification.twilio_verify import TwilioVerify
 @dataclass
 class Services:
     store: Store
-    codes: CodeProvider
-    sender: CodeSender
+    codes: CodeProvider  # the phone line's
+    sign_in_codes: CodeProvider  # the admin console's
+    sender: CodeSender  # sends both in the background
     twilio: Client | None
     outbox: ConsoleOutbox | None
 
 
 def build_services(settings: dict) -> Services:
-    """Build the store, the Twilio client and the code provider the settings ask for."""
+    """Build the store, the Twilio client and the code providers the settings ask for."""
     store = Store(settings["DATABASE_URL"])
     twilio = outbox = None
     if settings["LOCAL_MODE"]:
@@ -39,12 +40,23 @@ def build_services(settings: dict) -> Services:
             settings["TWILIO_API_URL"],
         )
         delivery = TwilioDelivery(twilio, settings["TWILIO_PHONE_NUMBER"])
+    # Built-in codes keep the line's and the console's apart by purpose.
+    builtin = BuiltinCodes(store, settings["SECRET_KEY"], settings["OTP_TTL_SECONDS"], delivery)
+    codes: CodeProvider = builtin
+    sign_in_codes: CodeProvider = builtin
     if twilio is not None and settings["VERIFY_SERVICE_SID"]:
-        codes: CodeProvider = TwilioVerify(twilio, settings["VERIFY_SERVICE_SID"])
-    else:
-        codes = BuiltinCodes(store, settings["SECRET_KEY"], settings["OTP_TTL_SECONDS"], delivery)
+        codes = TwilioVerify(twilio, settings["VERIFY_SERVICE_SID"])
+    if twilio is not None and settings["ADMIN_VERIFY_SERVICE_SID"]:
+        # Verify keeps one pending code per number in a service: sign-in needs its own service,
+        # or an admin's sign-in would replace their code for a call in progress.
+        sign_in_codes = TwilioVerify(twilio, settings["ADMIN_VERIFY_SERVICE_SID"])
     return Services(
-        store=store, codes=codes, sender=CodeSender(store, codes), twilio=twilio, outbox=outbox
+        store=store,
+        codes=codes,
+        sign_in_codes=sign_in_codes,
+        sender=CodeSender(store, codes),
+        twilio=twilio,
+        outbox=outbox,
     )
 
 

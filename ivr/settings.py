@@ -28,6 +28,7 @@ DEFAULTS: dict[str, Any] = {
     "TWILIO_ACCOUNT_SID": None,
     "TWILIO_AUTH_TOKEN": None,
     "VERIFY_SERVICE_SID": None,
+    "ADMIN_VERIFY_SERVICE_SID": None,
     "TWILIO_PHONE_NUMBER": None,
     "TWILIO_API_URL": None,
     "TWILIO_TIMEOUT_SECONDS": 5.0,
@@ -102,9 +103,17 @@ def validate(raw: dict[str, Any], instance_path: Path) -> dict[str, Any]:
     settings["LOCAL_MODE"] = local_mode
     if sid and not (sid.startswith("AC") and len(sid) == 34):
         raise SettingsError("TWILIO_ACCOUNT_SID must be your account SID: AC and 32 characters")
+    for name in ("VERIFY_SERVICE_SID", "ADMIN_VERIFY_SERVICE_SID"):
+        service_sid = settings[name]
+        if service_sid and not (service_sid.startswith("VA") and len(service_sid) == 34):
+            raise SettingsError(f"{name} must be a Verify service SID: VA and 32 characters")
     verify_sid = settings["VERIFY_SERVICE_SID"]
-    if verify_sid and not (verify_sid.startswith("VA") and len(verify_sid) == 34):
-        raise SettingsError("VERIFY_SERVICE_SID must be a Verify service SID: VA and 32 characters")
+    admin_verify_sid = settings["ADMIN_VERIFY_SERVICE_SID"]
+    if verify_sid and verify_sid == admin_verify_sid:
+        # Verify keeps one pending code per number in a service: one would replace the other.
+        raise SettingsError(
+            "ADMIN_VERIFY_SERVICE_SID must be a different Verify service from VERIFY_SERVICE_SID"
+        )
 
     line = settings["TWILIO_PHONE_NUMBER"]
     if line:
@@ -113,6 +122,13 @@ def validate(raw: dict[str, Any], instance_path: Path) -> dict[str, Any]:
         raise SettingsError(
             "TWILIO_PHONE_NUMBER is required to send codes without Verify: set it to the line's "
             "number, or set VERIFY_SERVICE_SID"
+        )
+    elif not local_mode and not admin_verify_sid:
+        # Sign-in codes are then built-in ones, texted or called from the line's number.
+        raise SettingsError(
+            "TWILIO_PHONE_NUMBER or ADMIN_VERIFY_SERVICE_SID is required for admin sign-in codes "
+            "with Verify: set TWILIO_PHONE_NUMBER to the line's number, or set "
+            "ADMIN_VERIFY_SERVICE_SID to a second Verify service"
         )
 
     for name in ("TWILIO_API_URL", "PUBLIC_BASE_URL"):

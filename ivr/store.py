@@ -139,15 +139,19 @@ class SignInGuard(Base):
 
 
 Guard = type[NumberGuard] | type[SignInGuard]
-# What a lockout keeps a number from: calling the line, or signing in to the console.
+# What a lockout keeps a number from: calling the line, or signing in to the console. Codes and
+# code sends are kept apart by the same names, as their purpose (ivr.verification.LINE, SIGN_IN).
 LOCKOUT_KINDS: dict[str, Guard] = {"line": NumberGuard, "sign-in": SignInGuard}
+# The purpose of codes and sends when none is given: the phone line's.
+LINE = "line"
 
 
 class CodeSend(Base):
-    """One code sent to a number; the last hour of these caps further sends.
+    """One code sent to a number for a purpose; the last hour of these caps further sends.
 
     Codes are sent after /voice has answered, so the call's next webhook reads here whether
-    its code went out.
+    its code went out. Each purpose has its own cap, so console sign-ins cannot use up a
+    caller's codes.
     """
 
     __tablename__ = "code_sends"
@@ -157,14 +161,17 @@ class CodeSend(Base):
     sent_at: Mapped[datetime] = mapped_column(DateTime)
     call_sid: Mapped[str | None] = mapped_column(String(64), index=True)
     status: Mapped[str] = mapped_column(String(16), default=SendStatus.STARTED)
+    purpose: Mapped[str] = mapped_column(String(16), default=LINE)
 
 
 class OneTimeCode(Base):
-    """The built-in provider's pending code for a number: a keyed hash, never the digits."""
+    """The built-in provider's pending code for a number and purpose: a keyed hash only."""
 
     __tablename__ = "one_time_codes"
 
     phone: Mapped[str] = mapped_column(String(20), primary_key=True)
+    # A number has one pending code per purpose: a console sign-in never replaces a caller's.
+    purpose: Mapped[str] = mapped_column(String(16), primary_key=True)
     code_hash: Mapped[str] = mapped_column(String(64))
     expires_at: Mapped[datetime] = mapped_column(DateTime)
 
@@ -569,32 +576,33 @@ class Store:
                             lockout.names.append(name)
         return sorted(found.values(), key=lambda lockout: (lockout.locked_until, lockout.phone))
 
-    def reserve_send(self, phone: str, per_hour: int, note: CallNote | None = None) -> int | None:
-        """Record a code send unless `per_hour` were sent in the last hour; return its id.
+    def reserve_send(
+        self, phone: str, per_hour: int, note: CallNote | None = None, *, purpose: str = LINE
+    ) -> int | None:
+        """Record a code send unless `per_hour` went out for `purpose` in the last hour.
 
-        With a `note`, the send belongs to that call and the call log says "code sent" in the
-        same transaction. The number's guard row is locked first, so concurrent sends on any
-        instance queue up behind each other and the cap cannot be overshot.
+        Return the send's id. With a `note`, the send belongs to that call and the call log
+        says "code sent" in the same transaction. The number's guard row for the purpose (a key
+        of LOCKOUT_KINDS) is locked first, so concurrent sends on any instance queue up behind
+        each other and the cap cannot be overshot.
         """
         now = utcnow()
+        guard = LOCKOUT_KINDS[purpose]
         lock_row = (
-            self._insert(NumberGuard)
+            self._insert(guard)
             .values(phone=phone, failures=0)
             .on_conflict_do_update(
-                index_elements=[NumberGuard.phone],
-                set_={"failures": NumberGuard.failures},
+                index_elements=[guard.phone],
+                set_={"failures": guard.failures},
             )
         )
+        this_purpose = and_(CodeSend.phone == phone, CodeSend.purpose == purpose)
         with self._writing() as connection:
             connection.execute(lock_row)
             connection.execute(
-                delete(CodeSend).where(
-                    CodeSend.phone == phone, CodeSend.sent_at <= now - timedelta(hours=1)
-                )
+                delete(CodeSend).where(this_purpose, CodeSend.sent_at <= now - timedelta(hours=1))
             )
-            sent = connection.scalar(
-                select(func.count()).select_from(CodeSend).where(CodeSend.phone == phone)
-            )
+            sent = connection.scalar(select(func.count()).select_from(CodeSend).where(this_purpose))
             if sent >= per_hour:
                 return None
             send_id = connection.execute(
@@ -604,6 +612,7 @@ class Store:
                     sent_at=now,
                     call_sid=note.call_sid if note else None,
                     status=SendStatus.STARTED,
+                    purpose=purpose,
                 )
                 .returning(CodeSend.id)
             ).scalar_one()
@@ -641,35 +650,38 @@ class Store:
 
     # -- built-in one-time codes --------------------------------------------------------------
 
-    def put_code(self, phone: str, code_hash: str, expires_at: datetime) -> None:
-        """Store a number's code hash, replacing any earlier code."""
+    def put_code(
+        self, phone: str, code_hash: str, expires_at: datetime, purpose: str = LINE
+    ) -> None:
+        """Store a number's code hash for `purpose`, replacing its earlier code for it."""
         stmt = (
             self._insert(OneTimeCode)
-            .values(phone=phone, code_hash=code_hash, expires_at=expires_at)
+            .values(phone=phone, purpose=purpose, code_hash=code_hash, expires_at=expires_at)
             .on_conflict_do_update(
-                index_elements=[OneTimeCode.phone],
+                index_elements=[OneTimeCode.phone, OneTimeCode.purpose],
                 set_={"code_hash": code_hash, "expires_at": expires_at},
             )
         )
         with self._writing() as connection:
             connection.execute(stmt)
 
-    def pending_code(self, phone: str) -> tuple[str, datetime] | None:
-        """Return the number's stored code hash and expiry, if any."""
+    def pending_code(self, phone: str, purpose: str = LINE) -> tuple[str, datetime] | None:
+        """Return the number's stored code hash and expiry for `purpose`, if any."""
         with self.engine.connect() as connection:
             row = connection.execute(
                 select(OneTimeCode.code_hash, OneTimeCode.expires_at).where(
-                    OneTimeCode.phone == phone
+                    OneTimeCode.phone == phone, OneTimeCode.purpose == purpose
                 )
             ).first()
         return (row[0], row[1]) if row else None
 
-    def consume_code(self, phone: str, code_hash: str) -> bool:
-        """Delete the number's code if it is still this one; only one caller can win."""
+    def consume_code(self, phone: str, code_hash: str, purpose: str = LINE) -> bool:
+        """Delete the number's code for `purpose` if it is still this one; one caller wins."""
         with self._writing() as connection:
             result = connection.execute(
                 delete(OneTimeCode).where(
                     OneTimeCode.phone == phone,
+                    OneTimeCode.purpose == purpose,
                     OneTimeCode.code_hash == code_hash,
                     OneTimeCode.expires_at > utcnow(),
                 )

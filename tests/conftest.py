@@ -24,6 +24,7 @@ from tests.fake_twilio import FakeTwilio
 ACCOUNT_SID = "AC" + "a1" * 16
 AUTH_TOKEN = "test-auth-token-not-a-secret"
 VERIFY_SID = "VA" + "b2" * 16
+ADMIN_VERIFY_SID = "VA" + "d4" * 16
 SECRET_KEY = "test-secret-key"
 LINE = "+18005550100"
 MODERATOR = "+18005551234"
@@ -216,11 +217,16 @@ def csrf_token(client, path: str = "/admin/sign-in") -> str:
 
 
 def start_sign_in(client, phone: str = ADMIN, channel: str = "sms"):
-    """Steps 1 and 2: give the number and ask for a code; return the step 2 answer."""
+    """Steps 1 and 2: give the number and ask for a code; return the step 2 answer.
+
+    Sign-in codes go out in the background; this waits until Twilio has been asked.
+    """
     token = csrf_token(client)
     response = client.post("/admin/sign-in", data={"csrf_token": token, "phone": phone})
     assert response.status_code == 302, response.get_data(as_text=True)
-    return client.post("/admin/sign-in/send", data={"csrf_token": token, "channel": channel})
+    sent = client.post("/admin/sign-in/send", data={"csrf_token": token, "channel": channel})
+    client.application.extensions["ivr"].sender.wait_idle()
+    return sent
 
 
 def enter_code(client, code: str):

@@ -1,7 +1,8 @@
 """A small local stand-in for Twilio's REST API, reached through TWILIO_API_URL.
 
 It speaks just enough of Verify (verifications and checks, with the documented 404, 60202 and
-60203 answers), Messaging, Calls and Conferences (mute, remove, end) for the real twilio library
+60203 answers; pending verifications are kept per service and number, as Verify keeps them),
+Messaging, Calls and Conferences (mute, remove, end) for the real twilio library
 to build every request and parse every answer. Tests read what was sent and can make the next
 answers fail or slow.
 """
@@ -44,6 +45,7 @@ class Recorded:
     path: str
     form: dict[str, str]
     method: str = "POST"
+    code: str | None = None  # the code a Verify send started
 
 
 @dataclass
@@ -69,8 +71,9 @@ class FakeTwilio:
     auth_token: str
     latency: float = 0.0
     requests: list[Recorded] = field(default_factory=list)
-    verifications: dict[str, Verification] = field(default_factory=dict)
-    sends_per_number: dict[str, int] = field(default_factory=dict)
+    # Keyed by (Verify service SID, number).
+    verifications: dict[tuple[str, str], Verification] = field(default_factory=dict)
+    sends_per_number: dict[tuple[str, str], int] = field(default_factory=dict)
     faults: dict[str, Fault] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     generation: int = 0
@@ -158,11 +161,11 @@ class FakeTwilio:
 
     def _last_code(self, phone: str) -> str:
         with self.lock:
-            if phone in self.verifications:
-                return self.verifications[phone].code
             for recorded in reversed(self.requests):
                 if recorded.form.get("To") != phone:
                     continue
+                if recorded.code is not None:
+                    return recorded.code
                 text = recorded.form.get("Body") or recorded.form.get("Twiml") or ""
                 spoken = re.search(r"code is ([0-9][0-9, ]*)", text)
                 digits = re.sub(r"[^0-9]", "", spoken.group(1) if spoken else "")
@@ -192,7 +195,8 @@ class FakeTwilio:
         if authorization != _basic(self.account_sid, self.auth_token):
             return 401, _error(401, 20003, "Authentication Error - invalid username")
         with self.lock:
-            self.requests.append(Recorded(kind, path, form, method))
+            recorded = Recorded(kind, path, form, method)
+            self.requests.append(recorded)
             fault = self.faults.get(kind)
             if fault is not None:
                 fault.times -= 1
@@ -201,26 +205,29 @@ class FakeTwilio:
                 return fault.status, _error(fault.status, fault.code, fault.message)
             if method == "DELETE":
                 return 204, None
+            if kind == "verify-send":
+                return self._verify_send(path, form, recorded)
             return getattr(self, "_" + kind.replace("-", "_"))(path, form)
 
-    def _verify_send(self, path: str, form: dict[str, str]):
-        to = form["To"]
-        sent = self.sends_per_number.get(to, 0)
+    def _verify_send(self, path: str, form: dict[str, str], recorded: Recorded):
+        key = (_service_of(path), form["To"])
+        sent = self.sends_per_number.get(key, 0)
         if sent >= VERIFY_MAX_SENDS:
             return 429, _error(429, 60203, "Max send attempts reached")
-        self.sends_per_number[to] = sent + 1
+        self.sends_per_number[key] = sent + 1
         verification = Verification(
             sid=_sid("VE"),
-            to=to,
+            to=form["To"],
             channel=form.get("Channel", "sms"),
             code=f"{secrets.randbelow(10**6):06d}",
         )
-        self.verifications[to] = verification
+        self.verifications[key] = verification
+        recorded.code = verification.code
         return 201, _verification_json(path, verification, "pending")
 
     def _verify_check(self, path: str, form: dict[str, str]):
-        to = form.get("To", "")
-        verification = self.verifications.get(to)
+        key = (_service_of(path), form.get("To", ""))
+        verification = self.verifications.get(key)
         if verification is None:
             return 404, _error(404, 20404, f"The requested resource {path} was not found")
         if verification.checks >= VERIFY_MAX_CHECKS:
@@ -228,7 +235,7 @@ class FakeTwilio:
         verification.checks += 1
         if form.get("Code") == verification.code:
             # Verify forgets an approved verification: a second check is a 404.
-            del self.verifications[to]
+            del self.verifications[key]
             return 200, _verification_json(path, verification, "approved")
         return 200, _verification_json(path, verification, "pending")
 
@@ -297,6 +304,11 @@ class FakeTwilio:
             },
             "uri": path,
         }
+
+
+def _service_of(path: str) -> str:
+    """Return the Verify service SID in a Verify request's path."""
+    return path.split("/")[4]
 
 
 def _sid(prefix: str) -> str:

@@ -2,23 +2,35 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import time
+import xml.etree.ElementTree as ET
 
 import pytest
 from sqlalchemy import select
 
-from ivr.store import NumberGuard, Participant, Room, SignInGuard
+from ivr import twiml
+from ivr.store import CodeSend, NumberGuard, OneTimeCode, Participant, Room, SignInGuard
 from tests.conftest import (
     ADMIN,
     ADMIN_NAME,
+    ADMIN_VERIFY_SID,
     BLATHERS,
+    LINE,
+    MODERATOR,
     STRANGER,
+    VERIFY_SID,
+    call_params,
     csrf_token,
     enter_code,
     post_form,
+    said,
+    seed_roster,
+    signed_post,
     start_sign_in,
+    twiml_of,
 )
 
 CONSOLE_PAGES = [
@@ -60,15 +72,60 @@ def codes_sent(fake) -> list:
     return [r for r in fake.requests if r.kind in ("message", "call", "verify-send")]
 
 
+# Where codes come from: the line's provider, and the console's.
+SETUPS = {
+    # Built-in codes for both.
+    "builtin": {},
+    # Verify for the line; built-in sign-in codes, texted from the line's number.
+    "verify-line": {"VERIFY_SERVICE_SID": VERIFY_SID},
+    # A Verify service each.
+    "verify-both": {"VERIFY_SERVICE_SID": VERIFY_SID, "ADMIN_VERIFY_SERVICE_SID": ADMIN_VERIFY_SID},
+}
+
+
+@pytest.fixture(params=list(SETUPS))
+def setup(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def line_admin_app(make_app, setup):
+    """The tutorial's callers, with the moderator and Blathers also admins; no padding."""
+    app = make_app(ADMIN_SIGN_IN_FLOOR_SECONDS=0, **SETUPS[setup])
+    seed_roster(app)
+    app.extensions["ivr"].store.add_admin(MODERATOR, "Isabelle")
+    app.extensions["ivr"].store.add_admin(BLATHERS, "Blathers")
+    return app
+
+
+def dial_in(app, caller: str) -> ET.Element:
+    """Answer a call at /voice and let its code go out."""
+    root = twiml_of(signed_post(app.test_client(), "/voice", call_params(caller)))
+    app.extensions["ivr"].sender.wait_idle()
+    return root
+
+
+def enter_on_the_line(app, caller: str, digits: str) -> ET.Element:
+    return twiml_of(signed_post(app.test_client(), "/gather", call_params(caller, Digits=digits)))
+
+
+def assert_sign_in_code_went_out(fake, setup: str, phone: str) -> None:
+    """Assert the last code for `phone` went out the console's way for `setup`."""
+    if setup == "verify-both":
+        method, path, form = fake.requests_of("verify-send")[-1]
+        assert path == f"/verify/v2/Services/{ADMIN_VERIFY_SID}/Verifications"
+        assert form["To"] == phone
+    else:
+        message = fake.sent("message", phone)[-1]
+        assert message["From"] == LINE
+        assert message["Body"].startswith("Your code is ")
+
+
 # -- signing in ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("provider_name", ["builtin", "verify"])
-def test_an_admin_signs_in_with_a_texted_code(make_app, fake_twilio, provider_name):
-    from tests.conftest import VERIFY_SID
-
-    overrides = {"VERIFY_SERVICE_SID": VERIFY_SID} if provider_name == "verify" else {}
-    app = make_app(ADMIN_SIGN_IN_FLOOR_SECONDS=0, **overrides)
+def test_an_admin_signs_in_with_a_texted_code(make_app, fake_twilio, setup):
+    app = make_app(ADMIN_SIGN_IN_FLOOR_SECONDS=0, **SETUPS[setup])
     app.extensions["ivr"].store.add_admin(ADMIN, ADMIN_NAME)
     client = app.test_client()
 
@@ -79,10 +136,10 @@ def test_an_admin_signs_in_with_a_texted_code(make_app, fake_twilio, provider_na
         "If +1 800-555-0111 belongs to an admin, a code is on its way by text message. "
         "At most 5 codes an hour go to a number."
     ]
-    if provider_name == "verify":
+    assert_sign_in_code_went_out(fake_twilio, setup, ADMIN)
+    assert len(codes_sent(fake_twilio)) == 1
+    if setup == "verify-both":
         assert fake_twilio.sent("verify-send", ADMIN)[0]["Channel"] == "sms"
-    else:
-        assert fake_twilio.sent("message", ADMIN)[0]["Body"].startswith("Your code is ")
 
     response = enter_code(client, fake_twilio.code_for(ADMIN))
 
@@ -177,20 +234,92 @@ def test_a_number_that_is_not_an_admin_gets_the_same_answers_and_no_code(
     assert other_client.get("/admin/").status_code == 302
 
 
-def test_a_participant_cannot_sign_in_with_a_code_from_the_phone_line(admin_app, fake_twilio):
-    from tests.conftest import call_params, signed_post
+def test_a_participant_cannot_sign_in_with_a_code_from_the_phone_line(line_admin_app, fake_twilio):
+    """Blathers is an admin too: his line code is still no good at the console."""
+    app = line_admin_app
+    dial_in(app, BLATHERS)
+    line_code = fake_twilio.code_for(BLATHERS)
+    client = app.test_client()
+    token = csrf_token(client)
+    client.post("/admin/sign-in", data={"csrf_token": token, "phone": BLATHERS})
 
-    line = admin_app.test_client()
-    signed_post(line, "/voice", call_params(BLATHERS))
-    admin_app.extensions["ivr"].sender.wait_idle()
-    code = fake_twilio.code_for(BLATHERS)
-
-    client = admin_app.test_client()
+    # No sign-in code was asked for: the line's code is not one.
+    refused = enter_code(client, line_code)
+    assert refused.status_code == 400
+    assert "That code is wrong or has expired." in text_of(refused)
+    # Nor once a sign-in code is pending.
     start_sign_in(client, BLATHERS)
-    response = enter_code(client, code)
-
-    assert response.status_code == 400
+    assert enter_code(client, line_code).status_code == 400
     assert client.get("/admin/").status_code == 302
+
+    # Trying it at the console used nothing up: the line code still lets him into the call.
+    root = enter_on_the_line(app, BLATHERS, line_code)
+    assert root.find("Dial/Conference") is not None
+
+
+def test_a_sign_in_code_neither_joins_the_line_nor_replaces_the_line_code(
+    line_admin_app, fake_twilio, setup
+):
+    app = line_admin_app
+    dial_in(app, BLATHERS)
+    line_code = fake_twilio.code_for(BLATHERS)
+    # In the middle of his call, Blathers asks the console for a code.
+    client = app.test_client()
+    start_sign_in(client, BLATHERS)
+    assert_sign_in_code_went_out(fake_twilio, setup, BLATHERS)
+    sign_in_code = fake_twilio.code_for(BLATHERS)
+
+    wrong_number = enter_on_the_line(app, BLATHERS, sign_in_code)
+    assert said(wrong_number) == [twiml.WRONG_CODE]
+    joined = enter_on_the_line(app, BLATHERS, line_code)
+    assert said(joined)[0] == twiml.CORRECT
+    assert joined.find("Dial/Conference") is not None
+
+    # And the line's check used up nothing of the console's.
+    signed_in = enter_code(client, sign_in_code)
+    assert signed_in.status_code == 302
+    assert signed_in.location == "/admin/"
+
+
+def test_sign_in_codes_do_not_use_up_an_admin_moderators_line_codes(
+    line_admin_app, fake_twilio, setup
+):
+    app = line_admin_app
+    client = app.test_client()
+    token = csrf_token(client)
+    client.post("/admin/sign-in", data={"csrf_token": token, "phone": MODERATOR})
+    for _ in range(5):
+        response = client.post("/admin/sign-in/send", data={"csrf_token": token, "channel": "sms"})
+        assert response.status_code == 302
+    app.extensions["ivr"].sender.wait_idle()
+    assert len(codes_sent(fake_twilio)) == 5
+    # The console's hourly cap is reached ...
+    store = app.extensions["ivr"].store
+    assert store.reserve_send(MODERATOR, 5, purpose="sign-in") is None
+    assert {(row.phone, row.purpose) for row in rows(app, CodeSend)} == {(MODERATOR, "sign-in")}
+
+    # ... and the moderator's call still gets its code and starts the conference.
+    welcome = dial_in(app, MODERATOR)
+    assert said(welcome) == ["Welcome Isabelle. Please enter the 6 digit code sent to your device."]
+    assert len(codes_sent(fake_twilio)) == 6
+    joined = enter_on_the_line(app, MODERATOR, fake_twilio.code_for(MODERATOR))
+    conference = joined.find("Dial/Conference")
+    assert conference is not None
+    assert conference.get("startConferenceOnEnter") == "true"
+
+
+def test_built_in_codes_are_kept_per_purpose(line_admin_app, fake_twilio):
+    app = line_admin_app
+    dial_in(app, MODERATOR)
+    start_sign_in(app.test_client(), MODERATOR)
+
+    pending = sorted((row.phone, row.purpose) for row in rows(app, OneTimeCode))
+    if app.config["VERIFY_SERVICE_SID"] is None:
+        assert pending == [(MODERATOR, "line"), (MODERATOR, "sign-in")]
+    elif app.config["ADMIN_VERIFY_SERVICE_SID"] is None:
+        assert pending == [(MODERATOR, "sign-in")]
+    else:
+        assert pending == []
 
 
 def test_wrong_codes_lock_sign_in_for_that_number_only(admin_app, fake_twilio):
@@ -237,15 +366,80 @@ def test_a_lockout_earned_on_one_instance_holds_on_another(make_app, fake_twilio
     assert "locked" in text_of(enter_code(two, fake_twilio.code_for(ADMIN)))
 
 
-def test_a_provider_fault_is_a_message_not_a_500(admin_app, fake_twilio):
-    fake_twilio.fail("message", 500, 20500, "Internal Server Error")
-    client = admin_app.test_client()
+@pytest.mark.parametrize("setup", ["builtin", "verify-both"])
+def test_during_a_provider_outage_admins_and_strangers_see_the_same_pages(
+    make_app, fake_twilio, caplog, setup
+):
+    app = make_app(ADMIN_SIGN_IN_FLOOR_SECONDS=0, **SETUPS[setup])
+    app.extensions["ivr"].store.add_admin(ADMIN, ADMIN_NAME)
+    fake_twilio.fail("verify-send" if setup == "verify-both" else "message", 500, 20500, times=9)
+    admin_client, stranger_client = app.test_client(), app.test_client()
 
-    response = start_sign_in(client)
+    with caplog.at_level(logging.ERROR, logger="ivr.admin.auth"):
+        for_admin = start_sign_in(admin_client)
+        for_stranger = start_sign_in(stranger_client, STRANGER)
 
-    assert response.status_code == 302
-    assert flashes(client) == [
-        "We could not send a code just now. Please try again in a few minutes."
+    assert for_admin.status_code == for_stranger.status_code == 302
+    assert for_admin.location == for_stranger.location == "/admin/sign-in/code"
+    admin_flashes, stranger_flashes = flashes(admin_client), flashes(stranger_client)
+    assert admin_flashes == [
+        "If +1 800-555-0111 belongs to an admin, a code is on its way by text message. "
+        "At most 5 codes an hour go to a number."
+    ]
+    assert stranger_flashes == [admin_flashes[0].replace("+1 800-555-0111", _intl(STRANGER))]
+    admin_page = text_of(admin_client.get("/admin/sign-in/code"))
+    stranger_page = text_of(stranger_client.get("/admin/sign-in/code"))
+    assert _without_tokens(stranger_page) == _without_tokens(admin_page).replace(
+        "+1 800-555-0111", _intl(STRANGER)
+    )
+    # The admin's code was tried, and the failure is in the log only.
+    assert [r.form["To"] for r in codes_sent(fake_twilio)] == [ADMIN]
+    assert [r.getMessage() for r in caplog.records] == [
+        "code provider failed to send an admin sign-in code: "
+        + ("Verify send" if setup == "verify-both" else "code text")
+        + ": Twilio answered 500 (code 20500)"
+    ]
+
+
+def test_the_send_step_does_not_wait_for_twilio(make_app, fake_twilio):
+    app = make_app(ADMIN_SIGN_IN_FLOOR_SECONDS=0)
+    app.extensions["ivr"].store.add_admin(ADMIN, ADMIN_NAME)
+    fake_twilio.latency = 0.6
+
+    def send_step_seconds(phone: str) -> float:
+        client = app.test_client()
+        token = csrf_token(client)
+        client.post("/admin/sign-in", data={"csrf_token": token, "phone": phone})
+        started = time.monotonic()
+        response = client.post("/admin/sign-in/send", data={"csrf_token": token, "channel": "sms"})
+        seconds = time.monotonic() - started
+        assert response.status_code == 302
+        return seconds
+
+    for_admin = send_step_seconds(ADMIN)
+    for_stranger = send_step_seconds(STRANGER)
+
+    assert for_admin < 0.6
+    assert abs(for_admin - for_stranger) < 0.2
+    app.extensions["ivr"].sender.wait_idle()
+    assert [r.form["To"] for r in codes_sent(fake_twilio)] == [ADMIN]
+
+
+def test_the_code_step_asks_the_provider_about_every_number(make_app, fake_twilio):
+    app = make_app(ADMIN_SIGN_IN_FLOOR_SECONDS=0, **SETUPS["verify-both"])
+    app.extensions["ivr"].store.add_admin(ADMIN, ADMIN_NAME)
+    admin_client, stranger_client = app.test_client(), app.test_client()
+    start_sign_in(admin_client)
+    start_sign_in(stranger_client, STRANGER)
+
+    for_admin = enter_code(admin_client, wrong(fake_twilio.code_for(ADMIN)))
+    for_stranger = enter_code(stranger_client, "123456")
+
+    assert for_admin.status_code == for_stranger.status_code == 400
+    checks = fake_twilio.requests_of("verify-check")
+    assert [(path, form["To"]) for _, path, form in checks] == [
+        (f"/verify/v2/Services/{ADMIN_VERIFY_SID}/VerificationCheck", ADMIN),
+        (f"/verify/v2/Services/{ADMIN_VERIFY_SID}/VerificationCheck", STRANGER),
     ]
 
 
@@ -260,6 +454,7 @@ def test_sign_in_steps_are_padded_to_the_same_length(make_app, fake_twilio):
     client.post("/admin/sign-in/send", data={"csrf_token": token, "channel": "sms"})
 
     assert time.monotonic() - started >= 0.3
+    app.extensions["ivr"].sender.wait_idle()
     assert fake_twilio.requests == []
 
 
@@ -278,6 +473,7 @@ def test_codes_for_one_number_are_rate_limited(admin_app, fake_twilio):
 
     assert [a.status_code for a in answers] == [302] * 5 + [429]
     assert "Too many sign-in attempts" in text_of(answers[-1])
+    admin_app.extensions["ivr"].sender.wait_idle()
     assert len(fake_twilio.sent("message", ADMIN)) == 5
     # Another client address is held back too: the limit is on the number.
     other = admin_app.test_client()
@@ -293,6 +489,7 @@ def test_codes_for_one_number_are_rate_limited(admin_app, fake_twilio):
         environ_base={"REMOTE_ADDR": "192.0.2.7"},
     )
     assert blocked.status_code == 429
+    admin_app.extensions["ivr"].sender.wait_idle()
     assert len(fake_twilio.sent("message", ADMIN)) == 5
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from ivr import create_app, settings
 from ivr.settings import SettingsError, read_sources, validate
-from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, VERIFY_SID
+from tests.conftest import ACCOUNT_SID, ADMIN_VERIFY_SID, AUTH_TOKEN, VERIFY_SID
 
 ROOT = Path(__file__).resolve().parent.parent
 PRODUCTION = {
@@ -84,6 +84,11 @@ def test_database_urls(tmp_path, given, expected):
         ({"TWILIO_AUTH_TOKEN": None}, "TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN go together"),
         ({"TWILIO_ACCOUNT_SID": "AC123"}, "TWILIO_ACCOUNT_SID must be"),
         ({"VERIFY_SERVICE_SID": "VA1"}, "VERIFY_SERVICE_SID must be"),
+        ({"ADMIN_VERIFY_SERVICE_SID": "VA1"}, "ADMIN_VERIFY_SERVICE_SID must be"),
+        (
+            {"VERIFY_SERVICE_SID": VERIFY_SID, "ADMIN_VERIFY_SERVICE_SID": VERIFY_SID},
+            "ADMIN_VERIFY_SERVICE_SID must be a different Verify service",
+        ),
         ({"TWILIO_PHONE_NUMBER": None}, "TWILIO_PHONE_NUMBER is required"),
         ({"TWILIO_PHONE_NUMBER": "555-0100"}, "TWILIO_PHONE_NUMBER must be"),
         ({"OTP_TTL_SECONDS": "0"}, "OTP_TTL_SECONDS must be a whole number from 1 to 600"),
@@ -103,9 +108,31 @@ def test_malformed_settings_are_named(tmp_path, values, named):
         settled(tmp_path, **{**PRODUCTION, **values})
 
 
-def test_verify_needs_no_sender_number(tmp_path):
-    values = {**PRODUCTION, "TWILIO_PHONE_NUMBER": None, "VERIFY_SERVICE_SID": VERIFY_SID}
+def test_verify_for_the_line_and_sign_in_needs_no_sender_number(tmp_path):
+    values = {
+        **PRODUCTION,
+        "TWILIO_PHONE_NUMBER": None,
+        "VERIFY_SERVICE_SID": VERIFY_SID,
+        "ADMIN_VERIFY_SERVICE_SID": ADMIN_VERIFY_SID,
+    }
     assert settled(tmp_path, **values)["TWILIO_PHONE_NUMBER"] is None
+
+
+def test_verify_for_the_line_only_needs_a_number_to_send_sign_in_codes_from(tmp_path, capsys):
+    values = {**PRODUCTION, "TWILIO_PHONE_NUMBER": None, "VERIFY_SERVICE_SID": VERIFY_SID}
+
+    with pytest.raises(SystemExit) as stopped:
+        create_app({**values, "INSTANCE_PATH": str(tmp_path)})
+
+    assert stopped.value.code == 4
+    assert capsys.readouterr().err == (
+        "ivr: configuration error: TWILIO_PHONE_NUMBER or ADMIN_VERIFY_SERVICE_SID is required "
+        "for admin sign-in codes with Verify: set TWILIO_PHONE_NUMBER to the line's number, or "
+        "set ADMIN_VERIFY_SERVICE_SID to a second Verify service\n"
+    )
+    # Local mode sends nothing through Twilio, so it needs neither.
+    local = settled(tmp_path, VERIFY_SERVICE_SID=VERIFY_SID)
+    assert local["LOCAL_MODE"] is True
 
 
 def test_create_app_stops_with_one_clear_line(tmp_path, capsys):

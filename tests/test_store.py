@@ -75,6 +75,33 @@ def test_a_code_is_consumed_once_however_many_try(stores):
     assert first.pending_code(BLATHERS) is None
 
 
+def test_sends_are_capped_per_purpose(stores):
+    first, second = stores
+    results = together(
+        [(lambda s=s: s.reserve_send(BLATHERS, 5, purpose="sign-in")) for s in [first, second] * 4]
+    )
+
+    assert sum(r is not None for r in results) == 5
+    assert second.reserve_send(BLATHERS, 5, purpose="sign-in") is None
+    # The console's sends leave the line's whole hour untouched.
+    assert [first.reserve_send(BLATHERS, 5) is not None for _ in range(6)] == [True] * 5 + [False]
+
+
+def test_a_number_has_one_code_per_purpose(stores):
+    first, second = stores
+    later = utcnow().replace(year=utcnow().year + 1)
+    first.put_code(BLATHERS, "line-hash", later)
+    first.put_code(BLATHERS, "sign-in-hash", later, "sign-in")
+    first.put_code(BLATHERS, "newer-sign-in-hash", later, "sign-in")
+
+    assert second.pending_code(BLATHERS) == ("line-hash", later)
+    assert second.pending_code(BLATHERS, "sign-in") == ("newer-sign-in-hash", later)
+    assert not second.consume_code(BLATHERS, "line-hash", "sign-in")
+    assert second.consume_code(BLATHERS, "newer-sign-in-hash", "sign-in")
+    assert second.pending_code(BLATHERS, "sign-in") is None
+    assert second.pending_code(BLATHERS) == ("line-hash", later)
+
+
 def test_unlock_ends_a_lockout(stores):
     first, second = stores
     first.record_failure(BLATHERS, 1, 600)

@@ -3,6 +3,11 @@
 Step 1 takes a number, step 2 sends a code by text or voice call, step 3 checks it. Each step
 answers exactly the same whether or not the number belongs to an admin, so the pages cannot be
 used to find out who the admins are; only an admin's number is ever sent a code.
+
+To keep the answers alike in time too, step 2 leaves the sending - and the question whether the
+number is an admin's - to a background thread, and step 3 asks the code provider about every
+number. Sign-in codes have a purpose of their own ("sign-in"): a code from the phone line does
+not sign anyone in, a sign-in code does not replace a caller's, and they have a separate cap.
 """
 
 from __future__ import annotations
@@ -29,17 +34,25 @@ from ivr.admin import pages
 from ivr.admin.forms import ButtonForm, ChannelForm, CodeForm, PhoneForm
 from ivr.phones import international
 from ivr.services import services
-from ivr.store import Admin, SignInGuard, utcnow
-from ivr.verification import CheckResult, ProviderError, SendRefused
-from ivr.voice import SENDS_PER_HOUR
+from ivr.store import Admin, SignInGuard, Store, utcnow
+from ivr.verification import (
+    SIGN_IN,
+    Channel,
+    CheckResult,
+    CodeProvider,
+    ProviderError,
+    SendRefused,
+)
 
 log = logging.getLogger(__name__)
 bp = Blueprint("admin_auth", __name__, url_prefix="/admin")
 pages.set_up(bp)
 
 CHANNEL_NAMES = {"sms": "text message", "call": "voice call"}
-# Sign-in steps that touch the code provider take at least this long, admin or not, so the
-# response time does not tell an admin's number from another.
+# Sign-in codes sent to one number in any hour; the phone line's codes are counted apart.
+SIGN_IN_SENDS_PER_HOUR = 5
+# Steps 2 and 3 take at least this long, admin or not: a second line of defence, should the
+# work they do ever differ in time between admins and others.
 STEP_FLOOR_SECONDS = 0.35
 # Flask-Limiter limits on the POSTs of each step: per client address, and per number.
 ADDRESS_LIMITS = {
@@ -89,15 +102,13 @@ def choose_channel():
     form = ChannelForm()
     if form.validate_on_submit():
         channel = form.channel.data
-        if _send_code_if_admin(phone, channel):
-            flash(
-                f"If {international(phone)} belongs to an admin, a code is on its way by "
-                f"{CHANNEL_NAMES[channel]}. At most {SENDS_PER_HOUR} codes an hour go to a "
-                "number.",
-                "info",
-            )
-        else:
-            flash("We could not send a code just now. Please try again in a few minutes.", "error")
+        _start_sending_code(phone, channel)
+        flash(
+            f"If {international(phone)} belongs to an admin, a code is on its way by "
+            f"{CHANNEL_NAMES[channel]}. At most {SIGN_IN_SENDS_PER_HOUR} codes an hour go to a "
+            "number.",
+            "info",
+        )
         return redirect(url_for("admin_auth.enter_code"))
     return render_template(
         "admin/sign_in_channel.html", form=form, phone=international(phone)
@@ -134,26 +145,29 @@ def sign_out():
     return redirect(url_for("admin_auth.sign_in"))
 
 
-def _send_code_if_admin(phone: str, channel: str) -> bool:
-    """Send a code if `phone` is an admin's and may get one; False only on a provider fault."""
-    store = services().store
+def _start_sending_code(phone: str, channel: Channel) -> None:
+    """Hand `phone` to a sender thread, whoever it belongs to; return without waiting for it."""
     started = time.monotonic()
-    delivered = True
+    ivr = services()
+    ivr.sender.run(_send_code_if_admin, ivr.store, ivr.sign_in_codes, phone, channel)
+    _wait_until(started + _step_floor())
+
+
+def _send_code_if_admin(store: Store, codes: CodeProvider, phone: str, channel: Channel) -> None:
+    """Send a sign-in code if `phone` is an admin's and may get one (on a sender thread)."""
+    # Nothing here reaches the page: a refused or failed send only shows in the log, so the
+    # answer cannot tell an admin's number, nor a provider outage, from anything else.
     try:
         if (
             store.admin_by_phone(phone) is not None
             and store.locked_until(phone, SignInGuard) is None
-            and store.reserve_send(phone, SENDS_PER_HOUR)
+            and store.reserve_send(phone, SIGN_IN_SENDS_PER_HOUR, purpose=SIGN_IN) is not None
         ):
-            services().codes.send(phone, channel)
+            codes.send(phone, channel, purpose=SIGN_IN)
     except SendRefused:
-        log.info("code provider refused another sign-in code for now")
+        log.info("code provider refused another admin sign-in code for now")
     except ProviderError as error:
-        log.error("code provider failed for an admin sign-in: %s", error)
-        delivered = False
-    finally:
-        _wait_until(started + _step_floor())
-    return delivered
+        log.error("code provider failed to send an admin sign-in code: %s", error)
 
 
 def _check_code(phone: str, code: str) -> Admin | None:
@@ -167,8 +181,9 @@ def _check_code(phone: str, code: str) -> Admin | None:
             _flash_locked(until)
             return None
         admin = store.admin_by_phone(phone)
-        # Only an admin's number was sent a code; anything else is wrong without asking.
-        result = services().codes.check(phone, code) if admin else CheckResult.WRONG
+        # Asked for every number, so that admins and others take the same path: only an admin's
+        # number is ever sent a sign-in code, so for anyone else the answer is wrong or expired.
+        result = services().sign_in_codes.check(phone, code, purpose=SIGN_IN)
         if result == CheckResult.APPROVED and admin is not None:
             store.clear_failures(phone, SignInGuard)
             return admin

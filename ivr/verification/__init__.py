@@ -4,6 +4,9 @@ Two providers share this interface: Twilio Verify (`twilio_verify.py`) and the b
 (`builtin.py`). Failures are split by whose they are: a CheckResult says the caller was wrong or
 late; SendRefused says the provider will not send more codes to this number for now;
 ProviderError says the provider is down, slow or refusing, and nothing the caller did matters.
+
+Every code has a purpose: the phone line ("line") or the admin console ("sign-in"). A code is
+good only for its own purpose, so a code from one can never be used at, or replaced by, the other.
 """
 
 from __future__ import annotations
@@ -17,6 +20,9 @@ import requests
 from twilio.base.exceptions import TwilioException, TwilioRestException
 
 Channel = Literal["sms", "call"]
+# What a code is for; the same names as the store's lockout kinds.
+LINE = "line"
+SIGN_IN = "sign-in"
 
 
 class CheckResult(StrEnum):
@@ -34,10 +40,10 @@ class SendRefused(Exception):
 
 
 class CodeProvider(Protocol):
-    def send(self, phone: str, channel: Channel = "sms") -> None:
+    def send(self, phone: str, channel: Channel = "sms", *, purpose: str = LINE) -> None:
         """Start a code for `phone` and deliver it; raise SendRefused or ProviderError."""
 
-    def check(self, phone: str, code: str) -> CheckResult:
+    def check(self, phone: str, code: str, *, purpose: str = LINE) -> CheckResult:
         """Check six digits for `phone`; raise ProviderError if the provider cannot answer."""
 
 

@@ -20,7 +20,7 @@ from twilio.rest import Client
 
 from ivr import twiml
 from ivr.store import Store, utcnow
-from ivr.verification import Channel, CheckResult, twilio_faults
+from ivr.verification import LINE, Channel, CheckResult, twilio_faults
 
 CODE_DIGITS = 6
 
@@ -38,24 +38,26 @@ class BuiltinCodes:
         # A key of its own, so a code hash says nothing about other uses of SECRET_KEY.
         self._key = hmac.new(secret_key.encode(), b"ivr one-time codes", hashlib.sha256).digest()
 
-    def send(self, phone: str, channel: Channel = "sms") -> None:
+    def send(self, phone: str, channel: Channel = "sms", *, purpose: str = LINE) -> None:
         code = f"{secrets.randbelow(10**CODE_DIGITS):0{CODE_DIGITS}d}"
-        self._store.put_code(phone, self._hash(phone, code), utcnow() + self._ttl)
+        self._store.put_code(phone, self._hash(phone, code, purpose), utcnow() + self._ttl, purpose)
         self._delivery.deliver(phone, code, channel)
 
-    def check(self, phone: str, code: str) -> CheckResult:
-        pending = self._store.pending_code(phone)
+    def check(self, phone: str, code: str, *, purpose: str = LINE) -> CheckResult:
+        pending = self._store.pending_code(phone, purpose)
         if pending is None:
             return CheckResult.EXPIRED
         stored_hash, expires_at = pending
-        if not hmac.compare_digest(self._hash(phone, code), stored_hash):
+        if not hmac.compare_digest(self._hash(phone, code, purpose), stored_hash):
             return CheckResult.WRONG
-        if expires_at <= utcnow() or not self._store.consume_code(phone, stored_hash):
+        if expires_at <= utcnow() or not self._store.consume_code(phone, stored_hash, purpose):
             return CheckResult.EXPIRED
         return CheckResult.APPROVED
 
-    def _hash(self, phone: str, code: str) -> str:
-        return hmac.new(self._key, f"{phone}:{code}".encode(), hashlib.sha256).hexdigest()
+    def _hash(self, phone: str, code: str, purpose: str) -> str:
+        # The purpose is hashed in too: a stored hash matches a code only for its own purpose.
+        message = f"{purpose}:{phone}:{code}".encode()
+        return hmac.new(self._key, message, hashlib.sha256).hexdigest()
 
 
 def code_text(code: str) -> str:

@@ -1,11 +1,15 @@
-"""Codes by Twilio Verify: Verify makes, sends, expires and checks them."""
+"""Codes by Twilio Verify: Verify makes, sends, expires and checks them.
+
+Verify keeps one pending verification per number in a service, so one service serves one
+purpose: the console's sign-in codes need a service of their own (ADMIN_VERIFY_SERVICE_SID).
+"""
 
 from __future__ import annotations
 
 from twilio.base.exceptions import TwilioRestException
 from twilio.rest import Client
 
-from ivr.verification import Channel, CheckResult, SendRefused, twilio_faults
+from ivr.verification import LINE, Channel, CheckResult, SendRefused, twilio_faults
 
 # Verify error codes that are about the caller's number, not an outage.
 MAX_CHECK_ATTEMPTS = 60202
@@ -13,10 +17,12 @@ MAX_SEND_ATTEMPTS = 60203
 
 
 class TwilioVerify:
+    """One Verify service; `purpose` is not sent, since the service itself stands for it."""
+
     def __init__(self, client: Client, service_sid: str) -> None:
         self._service = client.verify.v2.services(service_sid)
 
-    def send(self, phone: str, channel: Channel = "sms") -> None:
+    def send(self, phone: str, channel: Channel = "sms", *, purpose: str = LINE) -> None:
         with twilio_faults("Verify send"):
             try:
                 self._service.verifications.create(to=phone, channel=channel)
@@ -25,7 +31,7 @@ class TwilioVerify:
                     raise SendRefused from None
                 raise
 
-    def check(self, phone: str, code: str) -> CheckResult:
+    def check(self, phone: str, code: str, *, purpose: str = LINE) -> CheckResult:
         with twilio_faults("Verify check"):
             try:
                 check = self._service.verification_checks.create(to=phone, code=code)
