@@ -238,6 +238,9 @@ class ConferenceMember(Base):
     phone: Mapped[str | None] = mapped_column(String(40))
     muted: Mapped[bool] = mapped_column(Boolean, default=False)
     joined_at: Mapped[datetime] = mapped_column(DateTime)
+    # Kept after a leave until the conference ends: Twilio's events for one call can arrive out
+    # of order on different workers, and a late join must not bring the caller back.
+    left_at: Mapped[datetime | None] = mapped_column(DateTime)
 
 
 @dataclass(frozen=True)
@@ -807,18 +810,45 @@ class Store:
             session.execute(
                 self._insert(ConferenceMember)
                 .values(call_sid=call_sid, joined_at=utcnow(), **values)
-                .on_conflict_do_update(index_elements=[ConferenceMember.call_sid], set_=values)
+                .on_conflict_do_update(
+                    index_elements=[ConferenceMember.call_sid],
+                    set_=values,
+                    where=ConferenceMember.left_at.is_(None),
+                )
             )
         return phone
 
-    def member_left(self, call_sid: str) -> str | None:
-        """Forget a call that left its conference; return its number if it was known."""
+    def member_left(
+        self, call_sid: str, conference_sid: str | None = None, room: str | None = None
+    ) -> str | None:
+        """Mark a call as gone from its conference; return its number if it was known.
+
+        A leave that arrives before its join leaves a mark too, so the join is ignored.
+        """
+        now = utcnow()
         with self._session.begin() as session:
-            return session.scalar(
-                delete(ConferenceMember)
+            phone = session.scalar(
+                update(ConferenceMember)
                 .where(ConferenceMember.call_sid == call_sid)
+                .values(left_at=now)
                 .returning(ConferenceMember.phone)
             )
+            known = session.scalar(
+                select(func.count())
+                .select_from(ConferenceMember)
+                .where(ConferenceMember.call_sid == call_sid)
+            )
+            if not known and conference_sid and room:
+                session.execute(
+                    insert(ConferenceMember).values(
+                        call_sid=call_sid,
+                        conference_sid=conference_sid,
+                        room=room,
+                        joined_at=now,
+                        left_at=now,
+                    )
+                )
+            return phone
 
     def member_muted(self, call_sid: str, muted: bool) -> None:
         with self._session.begin() as session:
@@ -846,8 +876,10 @@ class Store:
 
     def live_members(self) -> list[ConferenceMember]:
         """Return everyone in a conference now, by room and time of joining."""
-        stmt = select(ConferenceMember).order_by(
-            ConferenceMember.room, ConferenceMember.joined_at, ConferenceMember.call_sid
+        stmt = (
+            select(ConferenceMember)
+            .where(ConferenceMember.left_at.is_(None))
+            .order_by(ConferenceMember.room, ConferenceMember.joined_at, ConferenceMember.call_sid)
         )
         with self._session() as session:
             return list(session.scalars(stmt))
@@ -858,14 +890,17 @@ class Store:
             return set(
                 connection.scalars(
                     select(ConferenceMember.label).where(
-                        ConferenceMember.room == room, ConferenceMember.label.is_not(None)
+                        ConferenceMember.room == room,
+                        ConferenceMember.label.is_not(None),
+                        ConferenceMember.left_at.is_(None),
                     )
                 )
             )
 
     def live_member(self, call_sid: str) -> ConferenceMember | None:
         with self._session() as session:
-            return session.get(ConferenceMember, call_sid)
+            member = session.get(ConferenceMember, call_sid)
+        return member if member is not None and member.left_at is None else None
 
     # -- admins -------------------------------------------------------------------------------
 

@@ -182,7 +182,7 @@ def _track_live_members(event: str) -> str | None:
             conference_sid, room, call_sid, form.get("ParticipantLabel"), muted
         )
     elif event == "participant-leave" and call_sid:
-        return store.member_left(call_sid)
+        return store.member_left(call_sid, conference_sid or None, room or None)
     elif event in ("participant-mute", "participant-unmute") and call_sid:
         store.member_muted(call_sid, event == "participant-mute")
     return None

@@ -576,3 +576,16 @@ def test_bad_admin_commands_say_why_and_fail(admin_app, args, message):
     assert result.output.startswith("Error: ")
     assert message in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_a_join_that_arrives_after_its_leave_does_not_bring_the_caller_back(admin_app):
+    store = store_of(admin_app)
+    conference_event(admin_app, "participant-leave", CALL_MABEL, ParticipantLabel="Mabel")
+    conference_event(admin_app, "participant-join", CALL_MABEL, ParticipantLabel="Mabel")
+    conference_event(admin_app, "participant-join", CALL_BLATHERS, ParticipantLabel="Blathers")
+
+    assert [m.call_sid for m in store.live_members()] == [CALL_BLATHERS]
+    assert store.live_member(CALL_MABEL) is None
+
+    conference_event(admin_app, "participant-leave", CALL_BLATHERS, ParticipantLabel="Blathers")
+    assert store.live_members() == []
