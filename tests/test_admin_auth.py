@@ -118,7 +118,7 @@ def assert_sign_in_code_went_out(fake, setup: str, phone: str) -> None:
     else:
         message = fake.sent("message", phone)[-1]
         assert message["From"] == LINE
-        assert message["Body"].startswith("Your code is ")
+        assert message["Body"].startswith("Your admin console sign-in code is ")
 
 
 # -- signing in ------------------------------------------------------------------------------

@@ -520,7 +520,7 @@ def _sign_in_locally(app, client):
 
     start_sign_in(client)
     [message] = app.extensions["ivr"].outbox.messages(ADMIN)
-    response = enter_code(client, message.text.removeprefix("Your code is "))
+    response = enter_code(client, message.text.removeprefix("Your admin console sign-in code is "))
     assert response.status_code == 302
 
 

@@ -20,13 +20,13 @@ from twilio.rest import Client
 
 from ivr import twiml
 from ivr.store import Store, utcnow
-from ivr.verification import LINE, Channel, CheckResult, twilio_faults
+from ivr.verification import LINE, SIGN_IN, Channel, CheckResult, twilio_faults
 
 CODE_DIGITS = 6
 
 
 class Delivery(Protocol):
-    def deliver(self, phone: str, code: str, channel: Channel) -> None:
+    def deliver(self, phone: str, code: str, channel: Channel, purpose: str = LINE) -> None:
         """Get `code` to `phone`; raise ProviderError if that failed."""
 
 
@@ -41,7 +41,7 @@ class BuiltinCodes:
     def send(self, phone: str, channel: Channel = "sms", *, purpose: str = LINE) -> None:
         code = f"{secrets.randbelow(10**CODE_DIGITS):0{CODE_DIGITS}d}"
         self._store.put_code(phone, self._hash(phone, code, purpose), utcnow() + self._ttl, purpose)
-        self._delivery.deliver(phone, code, channel)
+        self._delivery.deliver(phone, code, channel, purpose)
 
     def check(self, phone: str, code: str, *, purpose: str = LINE) -> CheckResult:
         pending = self._store.pending_code(phone, purpose)
@@ -60,8 +60,10 @@ class BuiltinCodes:
         return hmac.new(self._key, message, hashlib.sha256).hexdigest()
 
 
-def code_text(code: str) -> str:
-    """Return the text message that carries a code."""
+def code_text(code: str, purpose: str = LINE) -> str:
+    """Return the text message that carries a code, saying what it is for."""
+    if purpose == SIGN_IN:
+        return f"Your admin console sign-in code is {code}"
     return f"Your code is {code}"
 
 
@@ -72,7 +74,7 @@ class TwilioDelivery:
         self._client = client
         self._from = from_number
 
-    def deliver(self, phone: str, code: str, channel: Channel) -> None:
+    def deliver(self, phone: str, code: str, channel: Channel, purpose: str = LINE) -> None:
         if channel == "call":
             with twilio_faults("code call"):
                 self._client.calls.create(
@@ -80,7 +82,9 @@ class TwilioDelivery:
                 )
         else:
             with twilio_faults("code text"):
-                self._client.messages.create(to=phone, from_=self._from, body=code_text(code))
+                self._client.messages.create(
+                    to=phone, from_=self._from, body=code_text(code, purpose)
+                )
 
 
 @dataclass(frozen=True)
@@ -105,8 +109,8 @@ class ConsoleOutbox:
         # The terminal dev phone shows the caller's messages itself, in order with the call.
         self.echo = True
 
-    def deliver(self, phone: str, code: str, channel: Channel) -> None:
-        message = OutboxMessage(phone, channel, code_text(code))
+    def deliver(self, phone: str, code: str, channel: Channel, purpose: str = LINE) -> None:
+        message = OutboxMessage(phone, channel, code_text(code, purpose))
         with self._lock:
             self._messages.append(message)
         if self.echo:
