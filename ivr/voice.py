@@ -69,12 +69,17 @@ def voice():
     call = _Call.from_request()
     if call.phone is None:
         return call.refuse_caller_id()
-    caller = services().store.caller_at_line(call.phone, call.line)
+    caller = services().store.caller_at_line(call.phone, call.line, call.call_sid)
     if caller is None or caller.name is None:
         call.log(Outcome.UNKNOWN_NUMBER, caller)
         return _twiml(twiml.goodbye(twiml.UNKNOWN_NUMBER))
     if _is_locked(caller):
         return call.locked_out(caller, caller.locked_until)
+    if caller.send_status in UNSENT:
+        return _twiml(twiml.goodbye(UNSENT[caller.send_status]))
+    if caller.send_status is not None:
+        # This call was sent its code already (/voice asked again): one code per call.
+        return _twiml(twiml.welcome(caller.name, *_gather_urls()))
 
     note = call.note(caller)
     send_id = services().store.reserve_send(call.phone, SENDS_PER_HOUR, note)

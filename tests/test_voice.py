@@ -54,8 +54,13 @@ def dial_in(client, caller, **params):
     return root
 
 
-def enter(client, caller, digits):
-    return twiml_of(signed_post(client, "/gather", call_params(caller, Digits=digits)))
+def enter(client, caller, digits, **params):
+    return twiml_of(signed_post(client, "/gather", call_params(caller, Digits=digits, **params)))
+
+
+def new_call(number: int) -> str:
+    """Return the CallSid of another call."""
+    return f"CA{number:032d}"
 
 
 def wrong_code_for(fake, phone) -> str:
@@ -295,8 +300,8 @@ def test_three_failures_lock_the_number_across_new_codes(app, client, fake_twili
     enter(client, BLATHERS, wrong_code_for(fake_twilio, BLATHERS))
     enter(client, BLATHERS, "000")
     # A new call and a new code do not reset the count.
-    dial_in(client, BLATHERS)
-    root = enter(client, BLATHERS, wrong_code_for(fake_twilio, BLATHERS))
+    dial_in(client, BLATHERS, call_sid=new_call(2))
+    root = enter(client, BLATHERS, wrong_code_for(fake_twilio, BLATHERS), call_sid=new_call(2))
 
     assert_goodbye(
         root,
@@ -326,9 +331,9 @@ def test_a_success_clears_the_failure_count(app, client, fake_twilio):
     enter(client, BLATHERS, fake_twilio.code_for(BLATHERS))
     assert failures(app, BLATHERS) == 0
 
-    dial_in(client, BLATHERS)
-    enter(client, BLATHERS, wrong_code_for(fake_twilio, BLATHERS))
-    root = enter(client, BLATHERS, wrong_code_for(fake_twilio, BLATHERS))
+    dial_in(client, BLATHERS, call_sid=new_call(2))
+    enter(client, BLATHERS, wrong_code_for(fake_twilio, BLATHERS), call_sid=new_call(2))
+    root = enter(client, BLATHERS, wrong_code_for(fake_twilio, BLATHERS), call_sid=new_call(2))
     assert said(root) == ["That code was incorrect. Please try again."]
 
 
@@ -379,10 +384,10 @@ def test_a_code_for_one_number_does_not_work_for_another(app, client, fake_twili
 
 
 def test_at_most_five_codes_an_hour_per_number(app, client, fake_twilio):
-    for _ in range(5):
-        assert verbs(dial_in(client, BLATHERS)) == ["Gather", "Redirect"]
+    for number in range(5):
+        assert verbs(dial_in(client, BLATHERS, call_sid=new_call(number))) == ["Gather", "Redirect"]
 
-    root = dial_in(client, BLATHERS)
+    root = dial_in(client, BLATHERS, call_sid=new_call(5))
 
     assert_goodbye(root, twiml.SEND_LIMIT)
     assert len(codes_sent(fake_twilio, BLATHERS)) == 5
@@ -629,9 +634,10 @@ def test_the_send_cap_holds_across_instances(make_app, fake_twilio):
     clients = [first.test_client(), second.test_client()]
 
     for number in range(5):
-        assert verbs(dial_in(clients[number % 2], BLATHERS)) == ["Gather", "Redirect"]
-    assert_goodbye(dial_in(clients[1], BLATHERS), twiml.SEND_LIMIT)
-    assert_goodbye(dial_in(clients[0], BLATHERS), twiml.SEND_LIMIT)
+        root = dial_in(clients[number % 2], BLATHERS, call_sid=new_call(number))
+        assert verbs(root) == ["Gather", "Redirect"]
+    assert_goodbye(dial_in(clients[1], BLATHERS, call_sid=new_call(5)), twiml.SEND_LIMIT)
+    assert_goodbye(dial_in(clients[0], BLATHERS, call_sid=new_call(6)), twiml.SEND_LIMIT)
     assert len(fake_twilio.sent("message", BLATHERS)) == 5
 
 
@@ -732,3 +738,16 @@ def test_an_unexpected_fault_is_logged_as_an_application_error(builtin_app):
 
     assert_goodbye(root, twiml.APPLICATION_FAULT)
     assert outcomes(builtin_app)[-1] == "application error"
+
+
+def test_voice_asked_again_for_the_same_call_sends_no_second_code(app, client, fake_twilio):
+    dial_in(client, BLATHERS)
+
+    root = dial_in(client, BLATHERS)
+
+    assert verbs(root) == ["Gather", "Redirect"]
+    assert len(codes_sent(fake_twilio, BLATHERS)) == 1
+    assert outcomes(app) == ["code sent"]
+    # A new call from the same number is a new call: it gets its own code.
+    dial_in(client, BLATHERS, call_sid="CA" + "07" * 16)
+    assert len(codes_sent(fake_twilio, BLATHERS)) == 2
