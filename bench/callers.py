@@ -238,9 +238,7 @@ async def lockout_check(twilio: Twilio, phone: str, max_attempts: int = 3) -> Ch
     wrong = "000000" if code != "000000" else "111111"
     answers = []
     for attempt in range(max_attempts):
-        answer = await twilio.post(
-            attempt, "/gather", twilio.params(phone, call_sid, Digits=wrong)
-        )
+        answer = await twilio.post(attempt, "/gather", twilio.params(phone, call_sid, Digits=wrong))
         answers.append(answer.says())
     if "locked" not in answers[-1] or any("locked" in said for said in answers[:-1]):
         return Check(name, False, f"answers to wrong codes: {answers}")

@@ -88,7 +88,8 @@ def summarize(bursts: Sequence[Burst]) -> dict[str, Any]:
         "cpu_ms_per_call": 1000 * sum(b.cpu_seconds for b in bursts) / len(results)
         if results
         else None,
-        "database_cpu_ms_per_call": 1000 * sum(b.database_cpu_seconds for b in bursts)
+        "database_cpu_ms_per_call": 1000
+        * sum(b.database_cpu_seconds for b in bursts)
         / len(results)
         if results
         else None,
@@ -154,8 +155,14 @@ ROWS: list[tuple[str, Any]] = [
 def phase_table(project: dict[str, Any], floor: dict[str, Any] | None) -> str:
     """Return the side-by-side table of one N: project, floor, project/floor."""
     ratio = ratios(project, floor) or {}
-    keys = {"setup p50": "setup_p50", "setup p99": "setup_p99", "/voice p50": "voice_p50",
-            "/voice p99": "voice_p99", "/gather p50": "gather_p50", "/gather p99": "gather_p99"}
+    keys = {
+        "setup p50": "setup_p50",
+        "setup p99": "setup_p99",
+        "/voice p50": "voice_p50",
+        "/voice p99": "voice_p99",
+        "/gather p50": "gather_p50",
+        "/gather p99": "gather_p99",
+    }
     lines = [f"{'':24} {'project':>16} {'floor':>16} {'project/floor':>14}"]
     for label, cell in ROWS:
         ratio_cell = ""

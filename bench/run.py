@@ -98,49 +98,111 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         description=__doc__.split("\n")[0],
         epilog="See the module docstring and bench/README.md for what is measured.",
     )
-    parser.add_argument("--n", default="200", type=_counts,
-                        help="callers in the burst; a comma list (50,200,500) runs each in turn "
-                        "on fresh servers and prints a growth table (default 200)")
-    parser.add_argument("--concurrency", "-c", type=int, default=50,
-                        help="calls in flight at once (default 50)")
-    parser.add_argument("--latency", type=float, default=0.1,
-                        help="seconds the fake Twilio takes per API request (default 0.1)")
-    parser.add_argument("--servers", type=int, choices=(1, 2), default=1,
-                        help="app servers, each the Procfile command on its own port; callers "
-                        "go round-robin; 2 needs PostgreSQL and sets REDIS_URL (default 1)")
-    parser.add_argument("--provider", choices=("builtin", "verify"), default="builtin",
-                        help="the app's code provider: built-in codes sent by SMS, or Verify "
-                        "(VERIFY_SERVICE_SID set) (default builtin)")
-    parser.add_argument("--database", choices=("sqlite", "postgres"), default=None,
-                        help="sqlite: a fresh file per run; postgres: --postgres-url, dropped "
-                        "and created afresh (default sqlite for 1 server, postgres for 2)")
-    parser.add_argument("--postgres-url", default="postgresql://postgres@127.0.0.1:5432/ivr_bench",
-                        help="the benchmark's own database; it is DROPPED and re-created")
-    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/5",
-                        help="REDIS_URL for --servers 2; this Redis database is flushed")
-    parser.add_argument("--repeat", type=int, default=3,
-                        help="bursts per N for each app, taking turns on fresh servers; latencies "
-                        "are pooled over them and each repeat's p50/p99 shown (default 3)")
+    parser.add_argument(
+        "--n",
+        default="200",
+        type=_counts,
+        help="callers in the burst; a comma list (50,200,500) runs each in turn "
+        "on fresh servers and prints a growth table (default 200)",
+    )
+    parser.add_argument(
+        "--concurrency", "-c", type=int, default=50, help="calls in flight at once (default 50)"
+    )
+    parser.add_argument(
+        "--latency",
+        type=float,
+        default=0.1,
+        help="seconds the fake Twilio takes per API request (default 0.1)",
+    )
+    parser.add_argument(
+        "--servers",
+        type=int,
+        choices=(1, 2),
+        default=1,
+        help="app servers, each the Procfile command on its own port; callers "
+        "go round-robin; 2 needs PostgreSQL and sets REDIS_URL (default 1)",
+    )
+    parser.add_argument(
+        "--provider",
+        choices=("builtin", "verify"),
+        default="builtin",
+        help="the app's code provider: built-in codes sent by SMS, or Verify "
+        "(VERIFY_SERVICE_SID set) (default builtin)",
+    )
+    parser.add_argument(
+        "--database",
+        choices=("sqlite", "postgres"),
+        default=None,
+        help="sqlite: a fresh file per run; postgres: --postgres-url, dropped "
+        "and created afresh (default sqlite for 1 server, postgres for 2)",
+    )
+    parser.add_argument(
+        "--postgres-url",
+        default="postgresql://postgres@127.0.0.1:5432/ivr_bench",
+        help="the benchmark's own database; it is DROPPED and re-created",
+    )
+    parser.add_argument(
+        "--redis-url",
+        default="redis://127.0.0.1:6379/5",
+        help="REDIS_URL for --servers 2; this Redis database is flushed",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="bursts per N for each app, taking turns on fresh servers; latencies "
+        "are pooled over them and each repeat's p50/p99 shown (default 3)",
+    )
     parser.add_argument("--skip-floor", action="store_true", help="measure the project only")
-    parser.add_argument("--warmup", type=int, default=16,
-                        help="unmeasured calls before each burst, to load every worker (16)")
-    parser.add_argument("--wait-quiet", type=float, default=30.0,
-                        help="before each burst, wait up to this long for other work on the "
-                        "machine to leave the CPUs idle (default 30 s)")
-    parser.add_argument("--max-others", type=float, default=0.1,
-                        help="measure a burst again (twice at most) when processes outside the "
-                        "benchmark used more than this share of the CPUs during it (0.1)")
-    parser.add_argument("--code-wait", type=float, default=10.0,
-                        help="how long a caller waits for its code to reach the fake (10 s)")
-    parser.add_argument("--profile", action="store_true",
-                        help="run the project's servers under py-spy; writes a collapsed-stack "
-                        "profile per server and prints the hottest functions")
-    parser.add_argument("--profile-idle", action="store_true",
-                        help="with --profile: also sample threads waiting on I/O (wall time)")
-    parser.add_argument("--timeout", type=float, default=1800,
-                        help="stop the whole run after this many seconds (default 1800)")
-    parser.add_argument("--results-dir", type=Path, default=ROOT / "bench" / "results",
-                        help="where each run's directory goes (default bench/results)")
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=16,
+        help="unmeasured calls before each burst, to load every worker (16)",
+    )
+    parser.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=30.0,
+        help="before each burst, wait up to this long for other work on the "
+        "machine to leave the CPUs idle (default 30 s)",
+    )
+    parser.add_argument(
+        "--max-others",
+        type=float,
+        default=0.1,
+        help="measure a burst again (twice at most) when processes outside the "
+        "benchmark used more than this share of the CPUs during it (0.1)",
+    )
+    parser.add_argument(
+        "--code-wait",
+        type=float,
+        default=10.0,
+        help="how long a caller waits for its code to reach the fake (10 s)",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="run the project's servers under py-spy; writes a collapsed-stack "
+        "profile per server and prints the hottest functions",
+    )
+    parser.add_argument(
+        "--profile-idle",
+        action="store_true",
+        help="with --profile: also sample threads waiting on I/O (wall time)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=1800,
+        help="stop the whole run after this many seconds (default 1800)",
+    )
+    parser.add_argument(
+        "--results-dir",
+        type=Path,
+        default=ROOT / "bench" / "results",
+        help="where each run's directory goes (default bench/results)",
+    )
     args = parser.parse_args(argv)
     if args.database is None:
         args.database = "postgres" if args.servers == 2 else "sqlite"
@@ -213,8 +275,9 @@ class Bench:
     def run(self) -> dict[str, Any]:
         """Run every N and return all results; print tables as they come."""
         args = self.args
-        self.fake = start_fake(self.children, args.latency, ACCOUNT_SID, AUTH_TOKEN,
-                               self.out / "fake-twilio.log")
+        self.fake = start_fake(
+            self.children, args.latency, ACCOUNT_SID, AUTH_TOKEN, self.out / "fake-twilio.log"
+        )
         runs = []
         for n in args.n:
             callers = Callers(n, args.warmup)
@@ -224,8 +287,11 @@ class Bench:
             # Project and floor take turns, so drift in the machine's speed hits both alike.
             for repeat in range(args.repeat):
                 of = f", repeat {repeat + 1}/{args.repeat}" if args.repeat > 1 else ""
-                print(f"\n== N={n}{of}: project ({args.provider} codes, {args.database}, "
-                      f"{args.servers} server{'s' if args.servers > 1 else ''})", flush=True)
+                print(
+                    f"\n== N={n}{of}: project ({args.provider} codes, {args.database}, "
+                    f"{args.servers} server{'s' if args.servers > 1 else ''})",
+                    flush=True,
+                )
                 burst, guard = self.undisturbed(
                     partial(self.project_phase, n, callers, profile=args.profile and not repeat)
                 )
@@ -234,8 +300,15 @@ class Bench:
                 if not args.skip_floor:
                     print(f"== N={n}{of}: floor", flush=True)
                     burst, _ = self.undisturbed(
-                        partial(self.phase, "floor", n, callers, self.floor_web,
-                                self.app_env("sqlite:///unused"), checks=False)
+                        partial(
+                            self.phase,
+                            "floor",
+                            n,
+                            callers,
+                            self.floor_web,
+                            self.app_env("sqlite:///unused"),
+                            checks=False,
+                        )
                     )
                     floor.append(burst)
             entry: dict[str, Any] = {
@@ -245,9 +318,11 @@ class Bench:
                 "checks": [vars(check) for check in checks],
             }
             entry["ratios"] = report.ratios(entry["project"], entry["floor"])
-            print(f"\nResults, N={n}, C={args.concurrency}, fake latency "
-                  f"{1000 * args.latency:.0f} ms, {args.servers} server(s), {args.provider} codes, "
-                  f"{args.database}, {args.repeat} repeat(s) pooled:")
+            print(
+                f"\nResults, N={n}, C={args.concurrency}, fake latency "
+                f"{1000 * args.latency:.0f} ms, {args.servers} server(s), {args.provider} codes, "
+                f"{args.database}, {args.repeat} repeat(s) pooled:"
+            )
             print(report.phase_table(entry["project"], entry["floor"]))
             print("Goals (issue 5):")
             print(report.goals_text(entry["project"], entry["floor"]))
@@ -296,8 +371,14 @@ class Bench:
         return self.phase("project", n, callers, self.web, env, checks=True, profile=profile)
 
     def phase(
-        self, label: str, n: int, callers: Callers, command: str, env: dict[str, str],
-        checks: bool, profile: bool = False,
+        self,
+        label: str,
+        n: int,
+        callers: Callers,
+        command: str,
+        env: dict[str, str],
+        checks: bool,
+        profile: bool = False,
     ) -> tuple[report.Burst, list[Check]]:
         """Start the servers, warm them, drive the burst (and checks), stop the servers."""
         args = self.args
@@ -307,10 +388,16 @@ class Bench:
         try:
             for index in range(args.servers):
                 server_env = {**env, "PORT": str(_free_port())}
-                servers.append(start_server(
-                    self.children, f"{label} server {index}", command, server_env,
-                    self.workdir(), self.out / f"{label}-n{n}-{stamp}-server{index}.log",
-                ))
+                servers.append(
+                    start_server(
+                        self.children,
+                        f"{label} server {index}",
+                        command,
+                        server_env,
+                        self.workdir(),
+                        self.out / f"{label}-n{n}-{stamp}-server{index}.log",
+                    )
+                )
             for server in servers:
                 wait_until_ready(server)
             profiles = (
@@ -332,15 +419,25 @@ class Bench:
         return burst, guard
 
     async def drive(
-        self, servers: list[Server], callers: Callers, checks: bool,
+        self,
+        servers: list[Server],
+        callers: Callers,
+        checks: bool,
         profiles: list[Path] | None = None,
     ) -> tuple[report.Burst, list[Check]]:
         """Warm up, the measured burst (profiled if asked), then the project's guard checks."""
         args = self.args
         assert self.fake is not None
         self.fake.reset()
-        twilio = Twilio([s.url for s in servers], self.fake.url, ACCOUNT_SID, AUTH_TOKEN, LINE,
-                        args.concurrency, args.code_wait)
+        twilio = Twilio(
+            [s.url for s in servers],
+            self.fake.url,
+            ACCOUNT_SID,
+            AUTH_TOKEN,
+            LINE,
+            args.concurrency,
+            args.code_wait,
+        )
         if callers.warmup:
             async with twilio:
                 warm, _ = await twilio.burst(callers.warmup, min(8, args.concurrency))
@@ -351,8 +448,10 @@ class Bench:
         cpus = len(os.sched_getaffinity(0))
         busy = wait_for_quiet(args.wait_quiet, cpus=cpus)
         if busy > 0.2:
-            print(f"  the CPUs were still {100 * busy:.0f}% busy with other work after "
-                  f"--wait-quiet {args.wait_quiet:g} s; measuring anyway")
+            print(
+                f"  the CPUs were still {100 * busy:.0f}% busy with other work after "
+                f"--wait-quiet {args.wait_quiet:g} s; measuring anyway"
+            )
         load = _load_average()
         # A fresh client for the burst: no connection has sat idle while waiting for quiet.
         async with twilio:
@@ -382,9 +481,18 @@ class Bench:
                     stop_profiler(self.children, spy)
             after = self.fake.stats()
             provider = {k: after.get(k, 0) - before.get(k, 0) for k in after}
-            burst = report.Burst(results, wall, memory.peak_total, memory.peak_each, idle_rss,
-                                 cpu, provider, load, max(0.0, others) / (wall * cpus),
-                                 database_cpu)
+            burst = report.Burst(
+                results,
+                wall,
+                memory.peak_total,
+                memory.peak_each,
+                idle_rss,
+                cpu,
+                provider,
+                load,
+                max(0.0, others) / (wall * cpus),
+                database_cpu,
+            )
             guard: list[Check] = []
             if checks:
                 guard.append(await lockout_check(twilio, callers.lockout, MAX_ATTEMPTS))
@@ -400,9 +508,11 @@ class Bench:
             summary = report.profile_summary(server.profile)
             summary_path = server.profile.with_suffix(".summary.txt")
             summary_path.write_text(summary + "\n")
-            print(f"\nProfile of {server.label}'s burst (py-spy, {self.args.concurrency} calls in "
-                  f"flight; raw stacks in {server.profile}, open them in "
-                  f"https://www.speedscope.app):\n{summary}")
+            print(
+                f"\nProfile of {server.label}'s burst (py-spy, {self.args.concurrency} calls in "
+                f"flight; raw stacks in {server.profile}, open them in "
+                f"https://www.speedscope.app):\n{summary}"
+            )
 
     def app_env(self, database: str) -> dict[str, str]:
         """Return the environment the Procfile's processes get: settings as on a real host."""
@@ -418,8 +528,16 @@ class Bench:
         }
         if self.args.provider == "verify":
             env["VERIFY_SERVICE_SID"] = VERIFY_SID
-        for name in ("PATH", "HOME", "LANG", "LC_ALL", "PYENV_ROOT", "PYENV_VERSION",
-                     "VIRTUAL_ENV", *PASSTHROUGH):
+        for name in (
+            "PATH",
+            "HOME",
+            "LANG",
+            "LC_ALL",
+            "PYENV_ROOT",
+            "PYENV_VERSION",
+            "VIRTUAL_ENV",
+            *PASSTHROUGH,
+        ):
             if name in os.environ:
                 env[name] = os.environ[name]
         return env
@@ -448,8 +566,13 @@ def _recreate_postgres(url: str) -> None:
     name = parsed.database
     if not name or name in ("postgres", "template0", "template1"):
         raise BenchError(f"--postgres-url must name a database of its own, not {name!r}")
-    conninfo = {"host": parsed.host or "127.0.0.1", "port": parsed.port or 5432,
-                "user": parsed.username or "postgres", "dbname": "postgres", "connect_timeout": 5}
+    conninfo = {
+        "host": parsed.host or "127.0.0.1",
+        "port": parsed.port or 5432,
+        "user": parsed.username or "postgres",
+        "dbname": "postgres",
+        "connect_timeout": 5,
+    }
     if parsed.password:
         conninfo["password"] = parsed.password
     try:
@@ -516,16 +639,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         "server_settings": {k: os.environ[k] for k in PASSTHROUGH if k in os.environ},
         "machine": info,
     }
-    print(f"Machine: {info['cpus']} CPUs ({info['cpu_model']}), {info['memory_gb']} GB, "
-          f"Python {info['python']}; code {info['git']} on {info['git_branch']}")
+    print(
+        f"Machine: {info['cpus']} CPUs ({info['cpu_model']}), {info['memory_gb']} GB, "
+        f"Python {info['python']}; code {info['git']} on {info['git_branch']}"
+    )
     load = _load_average()
     header["load_average_before"] = load
     if load > BUSY_LOAD:
-        print(f"WARNING: load average {load:.2f} before the run: other work is using this "
-              "machine's CPUs, so the numbers will be slower and noisier than on an idle one.")
-    print(f"Parameters: N={','.join(map(str, args.n))} C={args.concurrency} "
-          f"latency={args.latency}s servers={args.servers} provider={args.provider} "
-          f"database={args.database} warmup={args.warmup} repeat={args.repeat}")
+        print(
+            f"WARNING: load average {load:.2f} before the run: other work is using this "
+            "machine's CPUs, so the numbers will be slower and noisier than on an idle one."
+        )
+    print(
+        f"Parameters: N={','.join(map(str, args.n))} C={args.concurrency} "
+        f"latency={args.latency}s servers={args.servers} provider={args.provider} "
+        f"database={args.database} warmup={args.warmup} repeat={args.repeat}"
+    )
     status = 2
     try:
         with tempfile.TemporaryDirectory(prefix="ivr-bench-") as tmp:
@@ -538,7 +667,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 signal.alarm(0)
                 children.stop_all()
         failed = any(
-            run["project"]["failed"] or (run["floor"] or {}).get("failed")
+            run["project"]["failed"]
+            or (run["floor"] or {}).get("failed")
             or not all(check["passed"] for check in run["checks"])
             for run in results["runs"]
         )

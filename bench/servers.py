@@ -213,8 +213,18 @@ def start_profiler(
     --nonblocking samples without pausing the workers, so timings stay close to real.
     """
     assert server.master_pid is not None
-    argv = ["py-spy", "record", "--pid", str(server.master_pid), "--subprocesses",
-            "--nonblocking", "--format", "raw", "--output", str(output)]
+    argv = [
+        "py-spy",
+        "record",
+        "--pid",
+        str(server.master_pid),
+        "--subprocesses",
+        "--nonblocking",
+        "--format",
+        "raw",
+        "--output",
+        str(output),
+    ]
     argv += ["--idle"] if idle else []
     log = output.with_suffix(".log")
     with log.open("w") as messages:
