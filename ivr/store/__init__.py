@@ -1,0 +1,68 @@
+"""The database: the only package that issues SQL. One module per aggregate, one `Store`.
+
+Each method of `Store` is one transaction. Webhooks and pages ask `Store` by what they need
+(`caller_at_line`, `record_failure`, `log_call`, ...); the modules say where each lives:
+rooms.py (rooms, participants, the caller lookup), guards.py (failures, lockouts, send caps,
+codes), calls.py (the call log), live.py (conference members), admins.py, and models.py (tables).
+"""
+
+from __future__ import annotations
+
+from ivr.store.admins import AdminStore
+from ivr.store.calls import CallLogPage, CallLogStore, CallNote
+from ivr.store.guards import GuardStore, Lockout
+from ivr.store.live import LiveStore
+from ivr.store.models import (
+    DEFAULT_ROOM_NAME,
+    LINE,
+    LOCKOUT_KINDS,
+    Admin,
+    Base,
+    CallLogEntry,
+    CodeSend,
+    ConferenceMember,
+    Guard,
+    NumberGuard,
+    OneTimeCode,
+    Outcome,
+    Participant,
+    Role,
+    Room,
+    SendStatus,
+    SignInGuard,
+    utcnow,
+)
+from ivr.store.rooms import CallerAtLine, Conflict, ParticipantRow, RoomStore
+
+
+class Store(RoomStore, GuardStore, CallLogStore, LiveStore, AdminStore):
+    """The line's database; each method is one transaction."""
+
+
+__all__ = [
+    "DEFAULT_ROOM_NAME",
+    "LINE",
+    "LOCKOUT_KINDS",
+    "Admin",
+    "Base",
+    "CallLogEntry",
+    "CallLogPage",
+    "CallNote",
+    "CallerAtLine",
+    "CodeSend",
+    "ConferenceMember",
+    "Conflict",
+    "Guard",
+    "Lockout",
+    "NumberGuard",
+    "OneTimeCode",
+    "Outcome",
+    "Participant",
+    "ParticipantRow",
+    "Role",
+    "Room",
+    "SendStatus",
+    "SignInGuard",
+    "Store",
+    "utcnow",
+]

@@ -1,0 +1,188 @@
+"""The tables: every model the line stores, and the values its columns hold.
+
+Times are naive UTC.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from sqlalchemy import Boolean, DateTime, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+DEFAULT_ROOM_NAME = "main"
+
+
+def utcnow() -> datetime:
+    """Return the current time as naive UTC, the form every column stores."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class Role(StrEnum):
+    MODERATOR = "moderator"
+    PARTICIPANT = "participant"
+
+
+class Outcome(StrEnum):
+    """What happened on a call, as the call log records it."""
+
+    CODE_SENT = "code sent"
+    JOINED_MODERATOR = "joined as moderator"
+    JOINED_PARTICIPANT = "joined as participant"
+    WRONG_CODE = "wrong code"
+    EXPIRED_CODE = "expired code"
+    LOCKED_OUT = "locked out"
+    SEND_LIMIT = "send limit reached"
+    UNKNOWN_NUMBER = "unknown number"
+    WITHHELD_NUMBER = "withheld number"
+    INVALID_NUMBER = "invalid number"
+    PROVIDER_ERROR = "provider error"
+    NO_INPUT = "no input"
+    HUNG_UP = "hung up"
+    APPLICATION_ERROR = "application error"
+    CONFERENCE_START = "conference started"
+    CONFERENCE_END = "conference ended"
+    CONFERENCE_JOIN = "entered conference"
+    CONFERENCE_LEAVE = "left conference"
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Room(Base):
+    __tablename__ = "rooms"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    # The number callers dial for this room; the room without one takes every other line.
+    line_number: Mapped[str | None] = mapped_column(String(20), unique=True)
+    hold_music_url: Mapped[str | None] = mapped_column(String(500))
+
+    participants: Mapped[list[Participant]] = relationship(
+        back_populates="room", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class Participant(Base):
+    __tablename__ = "participants"
+    __table_args__ = (UniqueConstraint("room_id", "phone"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    room_id: Mapped[int] = mapped_column(ForeignKey("rooms.id", ondelete="CASCADE"), index=True)
+    phone: Mapped[str] = mapped_column(String(20), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    role: Mapped[str] = mapped_column(String(20), default=Role.PARTICIPANT)
+
+    room: Mapped[Room] = relationship(back_populates="participants")
+
+
+class NumberGuard(Base):
+    """Failed code entries and the lockout they earn, per caller number."""
+
+    __tablename__ = "number_guards"
+
+    phone: Mapped[str] = mapped_column(String(20), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class SendStatus(StrEnum):
+    STARTED = "started"  # handed to the provider; nothing more is written when it goes out
+    FAILED = "failed"  # the provider was down, slow or refusing
+    REFUSED = "refused"  # the provider will send no more codes to this number for now
+
+
+class SignInGuard(Base):
+    """Failed admin sign-in codes and their lockout, per number.
+
+    Kept apart from NumberGuard so that someone guessing at the console cannot lock a
+    participant out of the phone line.
+    """
+
+    __tablename__ = "sign_in_guards"
+
+    phone: Mapped[str] = mapped_column(String(20), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+Guard = type[NumberGuard] | type[SignInGuard]
+# What a lockout keeps a number from: calling the line, or signing in to the console. Codes and
+# code sends are kept apart by the same names, as their purpose (ivr.verification.LINE, SIGN_IN).
+LOCKOUT_KINDS: dict[str, Guard] = {"line": NumberGuard, "sign-in": SignInGuard}
+# The purpose of codes and sends when none is given: the phone line's.
+LINE = "line"
+
+
+class CodeSend(Base):
+    """One code sent to a number for a purpose; the last hour of these caps further sends.
+
+    Codes are sent after /voice has answered, so the call's next webhook reads here whether
+    its code went out. Each purpose has its own cap, so console sign-ins cannot use up a
+    caller's codes.
+    """
+
+    __tablename__ = "code_sends"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    phone: Mapped[str] = mapped_column(String(20), index=True)
+    sent_at: Mapped[datetime] = mapped_column(DateTime)
+    call_sid: Mapped[str | None] = mapped_column(String(64), index=True)
+    status: Mapped[str] = mapped_column(String(16), default=SendStatus.STARTED)
+    purpose: Mapped[str] = mapped_column(String(16), default=LINE)
+
+
+class OneTimeCode(Base):
+    """The built-in provider's pending code for a number and purpose: a keyed hash only."""
+
+    __tablename__ = "one_time_codes"
+
+    phone: Mapped[str] = mapped_column(String(20), primary_key=True)
+    # A number has one pending code per purpose: a console sign-in never replaces a caller's.
+    purpose: Mapped[str] = mapped_column(String(16), primary_key=True)
+    code_hash: Mapped[str] = mapped_column(String(64))
+    expires_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class CallLogEntry(Base):
+    __tablename__ = "call_log"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime, index=True)
+    # Indexed: conference events find a call's caller by its SID.
+    call_sid: Mapped[str | None] = mapped_column(String(64), index=True)
+    phone: Mapped[str | None] = mapped_column(String(40), index=True)
+    name: Mapped[str | None] = mapped_column(String(100))
+    room: Mapped[str | None] = mapped_column(String(100))
+    outcome: Mapped[str] = mapped_column(String(40))
+
+
+class Admin(Base):
+    """Someone who may sign in to the admin console."""
+
+    __tablename__ = "admins"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    phone: Mapped[str] = mapped_column(String(20), unique=True)
+    name: Mapped[str] = mapped_column(String(100))
+    # Sessions that began before this were ended by a sign-out, wherever their cookie went.
+    signed_out_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class ConferenceMember(Base):
+    """A call in a conference right now, as Twilio's conference events tell it."""
+
+    __tablename__ = "conference_members"
+
+    call_sid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    conference_sid: Mapped[str] = mapped_column(String(64), index=True)
+    room: Mapped[str] = mapped_column(String(100))
+    label: Mapped[str | None] = mapped_column(String(100))
+    phone: Mapped[str | None] = mapped_column(String(40))
+    muted: Mapped[bool] = mapped_column(Boolean, default=False)
+    joined_at: Mapped[datetime] = mapped_column(DateTime)
+    # Kept after a leave until the conference ends: Twilio's events for one call can arrive out
+    # of order on different workers, and a late join must not bring the caller back.
+    left_at: Mapped[datetime | None] = mapped_column(DateTime)

@@ -1,0 +1,269 @@
+"""Rooms and their participants, and who a caller is on the line they dialled."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import and_, delete, func, or_, select
+from sqlalchemy.exc import IntegrityError
+
+from ivr.store.database import Database, anywhere, digits_only
+from ivr.store.models import (
+    DEFAULT_ROOM_NAME,
+    CodeSend,
+    NumberGuard,
+    Participant,
+    Role,
+    Room,
+    SendStatus,
+)
+
+
+class Conflict(ValueError):
+    """A change would break a uniqueness rule; the message names what is taken."""
+
+
+@dataclass(frozen=True)
+class CallerAtLine:
+    """Who a caller is on the dialled line: the room, and their entry in it if any."""
+
+    room: str
+    hold_music_url: str | None
+    name: str | None
+    role: Role | None
+    locked_until: datetime | None
+    failures: int = 0
+    send_status: SendStatus | None = None
+
+
+@dataclass(frozen=True)
+class ParticipantRow:
+    phone: str
+    name: str
+    role: Role
+    room: str = DEFAULT_ROOM_NAME
+
+
+class RoomStore(Database):
+    """Rooms, participants, and the caller lookup every webhook starts with."""
+
+    def is_empty(self) -> bool:
+        with self._session() as session:
+            return session.scalar(select(func.count()).select_from(Participant)) == 0
+
+    def seed(self, rows: Iterable[ParticipantRow]) -> int:
+        """Load `rows` if no participant exists yet; return how many were loaded."""
+        rows = list(rows)
+        if not rows or not self.is_empty():
+            return 0
+        return self.import_participants(rows)
+
+    def ensure_default_room(self) -> None:
+        """Create the default room, with no line number, when there are no rooms at all."""
+        with self._session.begin() as session:
+            if session.scalar(select(func.count()).select_from(Room)) == 0:
+                self._room(session, DEFAULT_ROOM_NAME)
+
+    def rooms(self) -> list[Room]:
+        with self._session() as session:
+            return list(session.scalars(select(Room).order_by(Room.name)))
+
+    def room_sizes(self) -> dict[str, int]:
+        """Return how many participants each room has, by room name."""
+        stmt = (
+            select(Room.name, func.count(Participant.id)).outerjoin(Participant).group_by(Room.name)
+        )
+        with self._session() as session:
+            return {name: count for name, count in session.execute(stmt)}
+
+    def room(self, room_id: int) -> Room | None:
+        with self._session() as session:
+            return session.get(Room, room_id)
+
+    def create_room(self, name: str, line_number: str | None, hold_music_url: str | None) -> Room:
+        """Add a room; raise Conflict if its name or line number is taken."""
+        room = Room(name=name, line_number=line_number, hold_music_url=hold_music_url)
+        with self._unique_room(name, line_number):
+            with self._session.begin() as session:
+                session.add(room)
+        return room
+
+    def update_room(
+        self, room_id: int, name: str, line_number: str | None, hold_music_url: str | None
+    ) -> bool:
+        """Change a room; return False if it is gone, raise Conflict if a value is taken."""
+        with self._unique_room(name, line_number, room_id):
+            with self._session.begin() as session:
+                room = session.get(Room, room_id)
+                if room is None:
+                    return False
+                room.name, room.line_number = name, line_number
+                room.hold_music_url = hold_music_url
+        return True
+
+    def delete_room(self, room_id: int) -> bool:
+        """Delete a room and its participants; return whether it existed."""
+        with self._session.begin() as session:
+            return session.execute(delete(Room).where(Room.id == room_id)).rowcount > 0
+
+    def add_participant(self, row: ParticipantRow) -> None:
+        """Add a participant to a room, or update their name and role if already there."""
+        self.import_participants([row])
+
+    def import_participants(self, rows: Iterable[ParticipantRow]) -> int:
+        """Add or update every row in one transaction: all of them, or none."""
+        count = 0
+        with self._session.begin() as session:
+            rooms: dict[str, Room] = {}
+            for row in rows:
+                room = rooms.get(row.room) or self._room(session, row.room)
+                rooms[row.room] = room
+                existing = session.scalar(
+                    select(Participant).where(
+                        Participant.room_id == room.id, Participant.phone == row.phone
+                    )
+                )
+                if existing is None:
+                    session.add(
+                        Participant(room_id=room.id, phone=row.phone, name=row.name, role=row.role)
+                    )
+                else:
+                    existing.name, existing.role = row.name, row.role
+                session.flush()
+                count += 1
+        return count
+
+    def participants(
+        self, room: str | None = None, search: str | None = None
+    ) -> list[ParticipantRow]:
+        """List participants, of one room if given, whose name or number contains `search`."""
+        stmt = select(Participant.phone, Participant.name, Participant.role, Room.name).join(Room)
+        if room is not None:
+            stmt = stmt.where(Room.name == room)
+        if search:
+            matches = [func.lower(Participant.name).like(anywhere(search.lower()), escape="\\")]
+            digits = digits_only(search)
+            if digits:
+                matches.append(Participant.phone.like(anywhere(digits), escape="\\"))
+            stmt = stmt.where(or_(*matches))
+        stmt = stmt.order_by(Room.name, Participant.role, Participant.name, Participant.phone)
+        with self._session() as session:
+            return [ParticipantRow(p, n, Role(r), rm) for p, n, r, rm in session.execute(stmt)]
+
+    def update_participant(self, old_phone: str, row: ParticipantRow) -> bool:
+        """Replace `old_phone`'s entry in `row.room` with `row`; return False if it is gone.
+
+        Raise Conflict if the new number is already listed in the room.
+        """
+        try:
+            with self._session.begin() as session:
+                entry = session.scalar(
+                    select(Participant)
+                    .join(Room)
+                    .where(Room.name == row.room, Participant.phone == old_phone)
+                )
+                if entry is None:
+                    return False
+                entry.phone, entry.name, entry.role = row.phone, row.name, row.role
+        except IntegrityError:
+            raise Conflict(f"{row.phone} is already in room {row.room}") from None
+        return True
+
+    def remove_participant(self, phone: str, room: str | None = None) -> int:
+        """Remove a number from one room, or from every room; return how many rows went."""
+        stmt = delete(Participant).where(Participant.phone == phone)
+        if room is not None:
+            stmt = stmt.where(Participant.room_id.in_(select(Room.id).where(Room.name == room)))
+        with self._session.begin() as session:
+            return session.execute(stmt).rowcount
+
+    def unreachable_rooms(self) -> list[str]:
+        """Return rooms no call can reach: without a line number, and not the fallback room."""
+        with self.engine.connect() as connection:
+            lineless = list(
+                connection.scalars(
+                    select(Room.name).where(Room.line_number.is_(None)).order_by(Room.id)
+                )
+            )
+        # Calls to a number no room claims go to the first room without a line number.
+        return lineless[1:]
+
+    def caller_at_line(
+        self, phone: str, line: str | None, call_sid: str | None = None
+    ) -> CallerAtLine | None:
+        """Find the dialled line's room, the caller in it, their guard and this call's code send.
+
+        One query. The room is the one whose line number was dialled, else the room without a
+        line number. Returns None when there is no such room.
+        """
+        room_id = (
+            select(Room.id)
+            .where(or_(Room.line_number == line, Room.line_number.is_(None)))
+            .order_by(Room.line_number.is_(None), Room.id)
+            .limit(1)
+            .scalar_subquery()
+        )
+        send_status = (
+            select(CodeSend.status)
+            .where(CodeSend.call_sid == call_sid)
+            .order_by(CodeSend.id.desc())
+            .limit(1)
+            .scalar_subquery()
+        )
+        stmt = (
+            select(
+                Room.name,
+                Room.hold_music_url,
+                Participant.name,
+                Participant.role,
+                NumberGuard.locked_until,
+                NumberGuard.failures,
+                send_status,
+            )
+            .select_from(Room)
+            .outerjoin(
+                Participant, and_(Participant.room_id == Room.id, Participant.phone == phone)
+            )
+            .outerjoin(NumberGuard, NumberGuard.phone == phone)
+            .where(Room.id == room_id)
+        )
+        with self.engine.connect() as connection:
+            row = connection.execute(stmt).first()
+        if row is None:
+            return None
+        room, music, name, role, locked_until, failures, status = row
+        return CallerAtLine(
+            room,
+            music,
+            name,
+            Role(role) if role else None,
+            locked_until,
+            failures or 0,
+            SendStatus(status) if status else None,
+        )
+
+    @contextmanager
+    def _unique_room(self, name: str, line_number: str | None, room_id: int | None = None):
+        """Turn a taken room name or line number into Conflict, naming which one."""
+        try:
+            yield
+        except IntegrityError:
+            with self._session() as session:
+                others = select(Room).where(Room.id != room_id) if room_id else select(Room)
+                if session.scalar(others.where(Room.name == name)) is not None:
+                    raise Conflict(f"a room named {name!r} already exists") from None
+                if line_number and session.scalar(others.where(Room.line_number == line_number)):
+                    raise Conflict(f"{line_number} is already the line of another room") from None
+            raise
+
+    @staticmethod
+    def _room(session, name: str) -> Room:
+        room = session.scalar(select(Room).where(Room.name == name))
+        if room is None:
+            room = Room(name=name)
+            session.add(room)
+            session.flush()
+        return room
