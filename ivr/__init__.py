@@ -33,12 +33,17 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     from flask_wtf.csrf import CSRFProtect
 
     from ivr import admin, cli, health, voice
+    from ivr.schema import SchemaError
     from ivr.services import build_services, seed_participants
 
     app.extensions["ivr"] = ivr = build_services(settings)
     if settings["LOCAL_MODE"]:
         # Local mode runs without init-db: the schema and the example callers appear on first use.
-        ivr.store.create_schema()
+        try:
+            ivr.store.upgrade_schema()
+        except SchemaError as error:
+            sys.stderr.write(f"ivr: database error: {error}\n")
+            raise SystemExit(EXIT_BAD_SETTINGS) from None
         seed_participants(ivr.store, settings)
 
     app.register_blueprint(voice.bp)

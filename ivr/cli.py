@@ -1,4 +1,4 @@
-"""Commands for operators: `flask --app ivr init-db`, `participants ...`, `admins ...`."""
+"""Commands for operators: `flask --app ivr init-db`, `db ...`, `participants ...`, `admins ...`."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import time
 import click
 from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
+from sqlalchemy.exc import SQLAlchemyError
 
-from ivr import roster
+from ivr import roster, schema
 from ivr.devphone import LOCAL_LINE, Conferences, DevCall, InProcess, OverHttp
 from ivr.phones import international, parse_phone
 from ivr.services import seed_participants, services
@@ -17,10 +18,14 @@ from ivr.store import Role
 
 participants = AppGroup("participants", help="Manage who may join each room.")
 admins = AppGroup("admins", help="Manage who may sign in to the admin console at /admin.")
+db = AppGroup(
+    "db", help="Schema migrations (Alembic): upgrade, downgrade, current, history, check."
+)
 
 
 def register(app: Flask) -> None:
     app.cli.add_command(init_db)
+    app.cli.add_command(db)
     app.cli.add_command(participants)
     app.cli.add_command(call)
     app.cli.add_command(admins)
@@ -28,20 +33,99 @@ def register(app: Flask) -> None:
 
 def _store():
     store = services().store
-    # Commands work on a new database too; creating missing tables is idempotent.
-    store.create_schema()
+    # Commands work on a new database too; an upgrade at the newest revision changes nothing.
+    _schema_step(store.upgrade_schema)
     return store
+
+
+def _schema_step(step, *args):
+    """Run a schema step; a database that cannot be reached or migrated gets one line, exit 1."""
+    try:
+        return step(*args)
+    except schema.SchemaError as error:
+        raise click.ClickException(str(error)) from None
+    except SQLAlchemyError as error:
+        reason = " ".join(str(error.orig or error).split())
+        raise click.ClickException(f"cannot use the database: {reason}") from None
+
+
+def _engine():
+    return services().store.engine
 
 
 @click.command("init-db")
 @with_appcontext
 def init_db() -> None:
     """Create or upgrade the schema, and load configured participants if there are none."""
-    store = services().store
-    store.create_schema()
+    store = _store()
     store.ensure_default_room()
     loaded = seed_participants(store, current_app.config)
     click.echo(f"Database ready. Loaded {loaded} participants." if loaded else "Database ready.")
+
+
+@db.command("upgrade")
+@click.argument("revision", default="head")
+def db_upgrade(revision: str) -> None:
+    """Upgrade the schema to REVISION (default: the newest), keeping every row."""
+    done = _schema_step(schema.upgrade, _engine(), revision)
+    if done.stamped:
+        click.echo(
+            f"This database was made before migrations: marked as revision {schema.BASELINE}, "
+            "no rows changed."
+        )
+    if done.before == done.after:
+        click.echo(f"Schema is at revision {done.after}; nothing to do.")
+    else:
+        where = f"revision {done.before}" if done.before else "an empty database"
+        click.echo(f"Schema upgraded from {where} to revision {done.after}.")
+
+
+@db.command("downgrade")
+@click.argument("revision", default="-1")
+@click.option("--yes", is_flag=True, help="Do not ask before dropping every table.")
+def db_downgrade(revision: str, yes: bool) -> None:
+    """Downgrade the schema to REVISION (default: one step back, -1)."""
+    if not yes and _schema_step(schema.drops_every_table, _engine(), revision):
+        click.confirm(
+            "This drops every table of the line and all its rows. Go on?", abort=True, err=True
+        )
+    before, after = _schema_step(schema.downgrade, _engine(), revision)
+    where = f"revision {after}" if after else "an empty database"
+    click.echo(f"Schema downgraded from revision {before} to {where}.")
+
+
+@db.command("current")
+def db_current() -> None:
+    """Show the database's revision."""
+    revision = _schema_step(schema.current, _engine())
+    if revision is None:
+        click.echo("No revision: the schema is not created (run `flask --app ivr db upgrade`).")
+    else:
+        newest = schema.head()
+        click.echo(
+            f"{revision} (newest)" if revision == newest else f"{revision} ({newest} is newest)"
+        )
+
+
+@db.command("history")
+def db_history() -> None:
+    """List every revision, newest first."""
+    _schema_step(schema.history)
+
+
+@db.command("check")
+def db_check() -> None:
+    """Fail unless the database is at the newest revision and it matches the models."""
+    _schema_step(schema.check, _engine())
+    click.echo(f"Schema matches the models at revision {schema.head()}.")
+
+
+@db.command("revision")
+@click.option("-m", "--message", required=True, help="What the change does.")
+def db_revision(message: str) -> None:
+    """Write a revision for the models' changes (developers; review it before committing)."""
+    path = _schema_step(schema.revision, _engine(), message)
+    click.echo(f"Wrote {path}; read it, then run `flask --app ivr db upgrade`.")
 
 
 @participants.command("add")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from ivr import create_app
-from tests.conftest import ACCOUNT_SID, ARTIFACTS, AUTH_TOKEN, SECRET_KEY, serving
+from tests.conftest import ACCOUNT_SID, ARTIFACTS, AUTH_TOKEN, SECRET_KEY, create_tables, serving
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -87,9 +87,11 @@ def test_terminal_phone_on_a_fresh_clone_reaches_the_conference(tmp_path):
         "",
         "*** You hung up.",
     ]
-    # Local mode made its own database and secrets, in the instance folder only.
+    # Local mode made its own database and secrets, in the instance folder only (the .migrating
+    # file is the lock that keeps two processes from creating the schema at once).
     assert sorted(p.name for p in instance.iterdir()) == [
         "ivr.sqlite3",
+        "ivr.sqlite3.migrating",
         "local_signing_token",
         "secret_key",
     ]
@@ -174,7 +176,7 @@ def test_with_credentials_there_is_no_demo_data_no_secrets_and_no_dev_phone(tmp_
         }
     )
     store = app.extensions["ivr"].store
-    store.create_schema()
+    create_tables(store)
 
     assert store.participants() == []
     assert not instance.exists() or list(instance.iterdir()) == []

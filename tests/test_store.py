@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import select
 
 from ivr.store import NumberGuard, ParticipantRow, Role, Room, Store, utcnow
-from tests.conftest import BLATHERS, MABEL, MODERATOR
+from tests.conftest import BLATHERS, MABEL, MODERATOR, create_tables
 
 THREADS = 8
 
@@ -17,7 +17,7 @@ THREADS = 8
 def stores(database):
     """Two stores (two instances' engines) on one database."""
     first, second = Store(database), Store(database)
-    first.create_schema()
+    create_tables(first)
     yield first, second
     first.dispose()
     second.dispose()

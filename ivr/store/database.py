@@ -15,6 +15,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import sessionmaker
 
+from ivr import schema
 from ivr.store.models import Base
 
 
@@ -34,9 +35,9 @@ class Database:
         with self._write_lock, self.engine.begin() as connection:
             yield connection
 
-    def create_schema(self) -> None:
-        """Create missing tables; existing tables and their rows are kept."""
-        Base.metadata.create_all(self.engine)
+    def upgrade_schema(self) -> None:
+        """Create or upgrade the schema to the newest migration; rows are kept."""
+        schema.upgrade(self.engine)
 
     def dispose(self) -> None:
         self.engine.dispose()
