@@ -14,6 +14,10 @@ from ivr.store import DEFAULT_ROOM_NAME, ParticipantRow, Role
 
 CSV_COLUMNS = ["phone", "name", "role", "room"]
 MAX_NAME_LENGTH = 100
+# A spreadsheet runs a cell that starts with one of these as a formula (OWASP, CSV injection):
+# exports put a ' before it, which spreadsheets take as "this is text", and imports take it off.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+_ESCAPED = (*FORMULA_STARTS, "'")
 
 
 class RosterError(ValueError):
@@ -49,7 +53,8 @@ def read_csv(text: str) -> list[ParticipantRow]:
     """Parse a whole CSV file; raise RosterError naming the first bad row."""
     rows: list[ParticipantRow] = []
     seen: dict[tuple[str, str], int] = {}
-    for line_number, cells in enumerate(csv.reader(io.StringIO(text)), start=1):
+    for line_number, raw_cells in enumerate(csv.reader(io.StringIO(text)), start=1):
+        cells = [_from_text_cell(cell) for cell in raw_cells]
         if not any(cell.strip() for cell in cells):
             continue
         if line_number == 1 and cells[0].strip().lower() == "phone":
@@ -75,8 +80,19 @@ def read_csv(text: str) -> list[ParticipantRow]:
 
 
 def write_csv(rows: Iterable[ParticipantRow], handle: io.TextIOBase) -> None:
-    """Write rows in the same format read_csv reads."""
+    """Write rows in the format read_csv reads, every cell safe to open in a spreadsheet."""
     writer = csv.writer(handle, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     for row in rows:
-        writer.writerow([row.phone, row.name, row.role.value, row.room])
+        writer.writerow(
+            [_text_cell(cell) for cell in (row.phone, row.name, row.role.value, row.room)]
+        )
+
+
+def _text_cell(cell: str) -> str:
+    # A cell that starts with ' gets one more, so that import gives back exactly what was stored.
+    return f"'{cell}" if cell.startswith(_ESCAPED) else cell
+
+
+def _from_text_cell(cell: str) -> str:
+    return cell[1:] if cell.startswith("'") and cell[1:].startswith(_ESCAPED) else cell

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import html
 import io
 import re
@@ -9,7 +10,17 @@ import re
 import pytest
 from sqlalchemy import select
 
-from ivr.store import CallNote, NumberGuard, Outcome, Participant, Room, SignInGuard
+from ivr.roster import FORMULA_STARTS
+from ivr.store import (
+    CallNote,
+    NumberGuard,
+    Outcome,
+    Participant,
+    ParticipantRow,
+    Role,
+    Room,
+    SignInGuard,
+)
 from tests.conftest import (
     ACCOUNT_SID,
     ADMIN,
@@ -272,12 +283,34 @@ def test_csv_export_is_what_import_reads(admin_client, admin_app):
     assert response.headers["Content-Disposition"] == 'attachment; filename="participants.csv"'
     assert text_of(response) == (
         "phone,name,role,room\n"
-        "+18005551234,Isabelle,moderator,main\n"
-        "+18005559876,Blathers,participant,main\n"
-        "+18005554321,Mabel,participant,main\n"
+        "'+18005551234,Isabelle,moderator,main\n"
+        "'+18005559876,Blathers,participant,main\n"
+        "'+18005554321,Mabel,participant,main\n"
     )
     one_room = admin_client.get("/admin/participants/export.csv?room=nowhere")
     assert text_of(one_room) == "phone,name,role,room\n"
+
+
+def test_the_console_export_writes_formulas_as_text_and_imports_them_back(admin_client, admin_app):
+    store = admin_app.extensions["ivr"].store
+    store.update_participant(
+        BLATHERS, ParticipantRow(BLATHERS, '=HYPERLINK("http://evil","x")', Role.PARTICIPANT)
+    )
+    store.update_participant(MABEL, ParticipantRow(MABEL, "@SUM(1+1)", Role.PARTICIPANT))
+    before = roster(admin_app)
+
+    exported = text_of(admin_client.get("/admin/participants/export.csv"))
+
+    rows = list(csv.reader(io.StringIO(exported)))
+    assert rows[2] == ["'+18005559876", '\'=HYPERLINK("http://evil","x")', "participant", "main"]
+    assert rows[3] == ["'+18005554321", "'@SUM(1+1)", "participant", "main"]
+    assert not [cell for row in rows for cell in row if cell.startswith(FORMULA_STARTS)]
+    store.remove_participant(BLATHERS)
+    store.remove_participant(MABEL)
+    response = post_form(admin_client, "/admin/participants/import/apply", {"csv_text": exported})
+    assert response.status_code == 302
+    assert flashes(admin_client) == ["Imported 3 participants."]
+    assert roster(admin_app) == before
 
 
 # -- call log ----------------------------------------------------------------------------------

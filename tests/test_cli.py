@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import csv
+
 import pytest
 from sqlalchemy.exc import IntegrityError
 
+from ivr.roster import FORMULA_STARTS
 from ivr.store import ParticipantRow, Role
 from tests.conftest import participants_in
 
@@ -130,11 +133,12 @@ def test_import_and_export_round_trip(runner, tmp_path):
     ]
     exported = tmp_path / "out.csv"
     assert cli.invoke(args=["participants", "export", str(exported)]).exit_code == 0
+    # Numbers start with +, which spreadsheets would read as a formula: exported as text.
     assert exported.read_text() == (
         "phone,name,role,room\n"
-        "+18005554321,Mabel,participant,board\n"
-        "+18005551234,Isabelle,moderator,main\n"
-        "+18005559876,Blathers,participant,main\n"
+        "'+18005554321,Mabel,participant,board\n"
+        "'+18005551234,Isabelle,moderator,main\n"
+        "'+18005559876,Blathers,participant,main\n"
     )
     stdout = cli.invoke(args=["participants", "export"])
     assert stdout.output == exported.read_text()
@@ -186,3 +190,38 @@ def test_an_import_that_fails_in_the_database_changes_nothing(make_app):
     with pytest.raises(IntegrityError):
         store.import_participants(rows)
     assert participants_in(app) == []
+
+
+# Names that a spreadsheet would run as formulas (OWASP's CSV injection examples), and one that
+# starts with the quote the export adds.
+FORMULA_NAMES = [
+    '=HYPERLINK("http://evil","x")',
+    "@SUM(1+1)",
+    "+1+cmd|' /C calc'!A0",
+    "-2+3",
+    "'=already quoted",
+]
+
+
+def test_export_writes_formulas_as_text_and_import_gives_the_names_back(runner, tmp_path):
+    cli, store = runner
+    phones = [f"+1800555010{i}" for i in range(len(FORMULA_NAMES))]
+    for phone, name in zip(phones, FORMULA_NAMES, strict=True):
+        assert (
+            cli.invoke(args=["participants", "add", "--room", "=evil", "--", phone, name]).exit_code
+            == 0
+        )
+    before = store.participants()
+    exported = tmp_path / "out.csv"
+
+    assert cli.invoke(args=["participants", "export", str(exported)]).exit_code == 0
+
+    cells = [cell for row in csv.reader(exported.open()) for cell in row]
+    assert not [cell for cell in cells if cell.startswith(FORMULA_STARTS)]
+    names = [row[1] for row in csv.reader(exported.open())][1:]
+    assert sorted(names) == sorted(f"'{name}" for name in FORMULA_NAMES)
+    for phone in phones:
+        assert cli.invoke(args=["participants", "remove", phone]).exit_code == 0
+    assert store.participants() == []
+    assert cli.invoke(args=["participants", "import", str(exported)]).exit_code == 0
+    assert store.participants() == before
