@@ -67,7 +67,7 @@ def init_db() -> None:
 @click.argument("revision", default="head")
 def db_upgrade(revision: str) -> None:
     """Upgrade the schema to REVISION (default: the newest), keeping every row."""
-    done = _schema_step(schema.upgrade, _engine(), revision)
+    done = _schema_step(services().store.upgrade_schema, revision)
     if done.stamped:
         click.echo(
             f"This database was made before migrations: marked as revision {schema.BASELINE}, "
@@ -97,7 +97,9 @@ def db_downgrade(revision: str, yes: bool) -> None:
 @db.command("current")
 def db_current() -> None:
     """Show the database's revision."""
-    revision = _schema_step(schema.current, _engine())
+    store = services().store
+    missing_file = store.sqlite_file is not None and not store.sqlite_file.exists()
+    revision = None if missing_file else _schema_step(schema.current, store.engine)
     if revision is None:
         click.echo("No revision: the schema is not created (run `flask --app ivr db upgrade`).")
     else:

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
+from urllib.parse import unquote
 
 from alembic import command
 from alembic.config import Config
@@ -180,7 +181,9 @@ def _file_lock(engine: Engine) -> Iterator[None]:
     if not database or database == ":memory:":
         yield
         return
-    with open(Path(f"{database}.migrating"), "a") as lock:
+    # The store opens SQLite files as file: URIs (mode=rw).
+    path = unquote(database.removeprefix("file:"))
+    with open(Path(f"{path}.migrating"), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield
 

@@ -64,6 +64,7 @@ def database(tmp_path):
 
 def create_tables(store) -> None:
     """Create the schema with create_all (faster); test_migrations checks migrations agree."""
+    store.create_sqlite_file()
     Base.metadata.create_all(store.engine)
 
 

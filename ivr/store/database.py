@@ -6,24 +6,38 @@ changed by single atomic statements or under a row lock, never read-modify-writt
 
 from __future__ import annotations
 
+import os
+import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from urllib.parse import quote
 
-from sqlalchemy import create_engine, event, select
+from sqlalchemy import URL, create_engine, event, make_url, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError, DisconnectionError, SQLAlchemyError
 from sqlalchemy.orm import sessionmaker
 
 from ivr import schema
-from ivr.store.models import Base
+from ivr.store.models import Base, Room
+
+
+class DatabaseDown(Exception):
+    """The database cannot be reached (or its SQLite file is gone)."""
+
+
+class SchemaMissing(Exception):
+    """The database answers but the line's tables are not there."""
 
 
 class Database:
     """An engine and the transactions the store's methods run in; each method is one."""
 
     def __init__(self, url: str) -> None:
-        self.engine = _make_engine(url)
+        self.sqlite_file = _sqlite_file(url)
+        self.engine = _make_engine(url, self.sqlite_file)
         self._session = sessionmaker(self.engine, expire_on_commit=False)
         # SQLite lets one writer in at a time and makes the others back off in sleeps of up to
         # 100 ms; a lock queues this process's writers without them. PostgreSQL locks rows.
@@ -35,17 +49,39 @@ class Database:
         with self._write_lock, self.engine.begin() as connection:
             yield connection
 
-    def upgrade_schema(self) -> None:
-        """Create or upgrade the schema to the newest migration; rows are kept."""
-        schema.upgrade(self.engine)
+    def upgrade_schema(self, revision: str = "head") -> schema.Upgrade:
+        """Create or upgrade the schema to `revision`; rows are kept.
+
+        The one step that may create a SQLite file: everything else opens it only if it exists.
+        """
+        self.create_sqlite_file()
+        return schema.upgrade(self.engine, revision)
+
+    def create_sqlite_file(self) -> None:
+        """Create the SQLite file, empty, if the database is one that does not exist yet."""
+        if self.sqlite_file is not None and not self.sqlite_file.exists():
+            sqlite3.connect(self.sqlite_file).close()
 
     def dispose(self) -> None:
         self.engine.dispose()
 
-    def ping(self) -> None:
-        """Run a trivial query; raise if the database cannot be reached."""
-        with self.engine.connect() as connection:
-            connection.execute(select(1))
+    def check_health(self) -> None:
+        """Read a row of a real table; raise DatabaseDown or SchemaMissing if that fails."""
+        # Twice: after a database restart the first try only finds the pool's dead connection.
+        for attempt in (1, 2):
+            try:
+                connection = self.engine.connect()
+            except SQLAlchemyError as error:
+                raise DatabaseDown(_reason(error)) from None
+            with connection:
+                try:
+                    connection.execute(select(Room.id).limit(1)).all()
+                    return
+                except DBAPIError as error:
+                    if not error.connection_invalidated:
+                        raise SchemaMissing(_reason(error)) from None
+                    if attempt == 2:
+                        raise DatabaseDown(_reason(error)) from None
 
     def _insert(self, model: type[Base]):
         dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
@@ -62,15 +98,65 @@ def digits_only(text: str) -> str:
     return "".join(character for character in text if character in "0123456789")
 
 
-def _make_engine(url: str) -> Engine:
+def _sqlite_file(url: str) -> Path | None:
+    """Return the file of a SQLite URL, or None for another database or SQLite in memory."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
+
+
+def _make_engine(url: str, sqlite_file: Path | None) -> Engine:
     if url.startswith("sqlite"):
+        if sqlite_file is not None:
+            # mode=rw: a file that is gone is an error, not a new empty database that would
+            # swallow every row written from then on.
+            url = URL.create(
+                "sqlite",
+                database=f"file:{quote(str(sqlite_file.resolve()))}",
+                query={"mode": "rw", "uri": "true"},
+            )
         engine = create_engine(url, connect_args={"timeout": 15})
         event.listen(engine, "connect", _sqlite_pragmas)
+        if sqlite_file is not None:
+            _watch_file(engine, sqlite_file.resolve())
         return engine
     # No pre-ping: it would add a round trip to every checkout on the webhook path. After a
     # database restart SQLAlchemy notices the first broken connection and drops the whole pool;
     # only the requests in flight then fail, and their callers hear an apology.
     return create_engine(url, pool_size=10, max_overflow=20, pool_recycle=1800)
+
+
+def _watch_file(engine: Engine, path: Path) -> None:
+    """Drop pooled connections to a SQLite file that was moved, replaced or deleted.
+
+    An open connection keeps writing to the old file wherever it went; checking the file's
+    identity (a stat, microseconds) at every checkout makes the next query open the file that
+    is at the path now, or fail if none is.
+    """
+
+    def remember(_connection, record) -> None:
+        record.info["file_id"] = _file_id(path)
+
+    def still_there(_connection, record, _proxy) -> None:
+        if _file_id(path) != record.info.get("file_id"):
+            raise DisconnectionError(f"{path} was moved, replaced or deleted")
+
+    event.listen(engine, "connect", remember)
+    event.listen(engine, "checkout", still_there)
+
+
+def _file_id(path: Path) -> tuple[int, int] | None:
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    return status.st_dev, status.st_ino
+
+
+def _reason(error: Exception) -> str:
+    original = getattr(error, "orig", None) or error
+    return " ".join(str(original).split())
 
 
 def _sqlite_pragmas(connection, _record) -> None:
