@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, abort, current_app, request
@@ -110,10 +111,16 @@ def gather():
     if caller.send_status in UNSENT:
         return _twiml(twiml.goodbye(UNSENT[caller.send_status]))
 
+    config = current_app.config
+    # Claimed before the check, so that a burst of guesses cannot all be checked at once.
+    attempt = store.claim_attempt(call.phone, config["MAX_ATTEMPTS"])
+    if attempt is None:
+        return call.locked_out(caller, store.locked_until(call.phone) or _lockout_from_now())
     if SIX_DIGITS.fullmatch(digits):
         try:
             result = services().codes.check(call.phone, digits)
         except ProviderError as error:
+            store.give_back_attempt(call.phone)
             return call.provider_fault(caller, error)
     else:
         result = CheckResult.WRONG
@@ -124,7 +131,8 @@ def gather():
             if caller.role == Role.MODERATOR
             else Outcome.JOINED_PARTICIPANT
         )
-        store.record_join(joined, call.note(caller), clear_failures=caller.failures > 0)
+        # A success gives back this claim and clears the failures before it.
+        store.record_join(joined, call.note(caller), clear_failures=True)
         events_url = _public_url("/conference/events")
         label = twiml.participant_label(caller.name, call.phone, store.live_labels(caller.room))
         return _twiml(
@@ -133,9 +141,8 @@ def gather():
             )
         )
 
-    config = current_app.config
-    locked_until = store.record_failure(
-        call.phone, config["MAX_ATTEMPTS"], config["LOCKOUT_SECONDS"]
+    locked_until = store.fail_attempt(
+        call.phone, attempt, config["MAX_ATTEMPTS"], config["LOCKOUT_SECONDS"]
     )
     if locked_until is not None:
         return call.locked_out(caller, locked_until)
@@ -249,6 +256,11 @@ class _Call:
         log.error("code provider failed for call %s: %s", self.call_sid, error)
         self.log(Outcome.PROVIDER_ERROR, caller)
         return _twiml(twiml.goodbye(twiml.PROVIDER_FAULT))
+
+
+def _lockout_from_now() -> datetime:
+    """Return when a lockout starting now would end: the other guesses in flight are settling it."""
+    return utcnow() + timedelta(seconds=current_app.config["LOCKOUT_SECONDS"])
 
 
 def _is_locked(caller: CallerAtLine) -> bool:

@@ -18,7 +18,7 @@ from werkzeug.serving import make_server
 
 from ivr import create_app
 from ivr.settings import database_url
-from ivr.store import Base, Participant, ParticipantRow, Role
+from ivr.store import Base, NumberGuard, Participant, ParticipantRow, Role
 from tests.fake_twilio import FakeTwilio
 
 ACCOUNT_SID = "AC" + "a1" * 16
@@ -97,6 +97,12 @@ def make_app(fake_twilio, database, tmp_path) -> Callable:
         # Sends still in flight would land in the next test's fake Twilio.
         app.extensions["ivr"].sender.close()
         app.extensions["ivr"].store.dispose()
+
+
+def lock_out(store, phone: str, guard=NumberGuard, seconds: int = 600) -> None:
+    """Lock `phone` the way one failed check does when one attempt is allowed."""
+    attempt = store.claim_attempt(phone, 1, guard)
+    assert store.fail_attempt(phone, attempt, 1, seconds, guard) is not None
 
 
 def seed_roster(app) -> None:

@@ -25,6 +25,7 @@ from tests.conftest import (
     call_params,
     csrf_token,
     enter_code,
+    lock_out,
     post_form,
     said,
     seed_roster,
@@ -611,7 +612,7 @@ def test_a_post_without_a_valid_csrf_token_changes_nothing(
     admin_client, admin_app, fake_twilio, path, data, token
 ):
     store = admin_app.extensions["ivr"].store
-    store.record_failure(BLATHERS, 1, 600)
+    lock_out(store, BLATHERS)
     before = (rows(admin_app, Room), rows(admin_app, Participant), rows(admin_app, NumberGuard))
     form = dict(data) if token is None else {**data, "csrf_token": token}
 

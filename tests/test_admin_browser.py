@@ -14,6 +14,7 @@ from tests.conftest import (
     ARTIFACTS,
     BLATHERS,
     call_params,
+    lock_out,
     signed_post,
 )
 
@@ -71,7 +72,7 @@ def a_day_on_the_line(app, fake) -> None:
             "Muted": "false",
         },
     )
-    app.extensions["ivr"].store.record_failure("+18005554321", 1, 600)
+    lock_out(app.extensions["ivr"].store, "+18005554321")
     fake.reset()
 
 

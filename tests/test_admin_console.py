@@ -29,6 +29,7 @@ from tests.conftest import (
     MODERATOR,
     call_params,
     csrf_token,
+    lock_out,
     post_form,
     signed_post,
 )
@@ -360,8 +361,8 @@ def test_the_call_log_is_paginated(admin_client, admin_app):
 
 def test_locked_numbers_are_listed_and_unlocked(admin_client, admin_app):
     store = store_of(admin_app)
-    store.record_failure(BLATHERS, 1, 600)
-    store.record_failure(MABEL, 1, 600, SignInGuard)
+    lock_out(store, BLATHERS)
+    lock_out(store, MABEL, SignInGuard)
 
     page = text_of(admin_client.get("/admin/lockouts"))
     assert "+1 800-555-9876" in page and "Blathers" in page and "Calling the line" in page
@@ -380,7 +381,7 @@ def test_locked_numbers_are_listed_and_unlocked(admin_client, admin_app):
 
 
 def test_an_unlocked_number_can_call_again(admin_client, admin_app, fake_twilio):
-    store_of(admin_app).record_failure(BLATHERS, 1, 600)
+    lock_out(store_of(admin_app), BLATHERS)
     post_form(admin_client, "/admin/lockouts/unlock", {"phone": BLATHERS, "kind": "line"})
     line = admin_app.test_client()
     response = signed_post(line, "/voice", call_params(BLATHERS))
@@ -559,7 +560,7 @@ def _sign_in_locally(app, client):
 
 def test_no_page_of_the_console_fails(admin_client, admin_app, fake_twilio):
     join_two(admin_app, fake_twilio)
-    store_of(admin_app).record_failure(BLATHERS, 1, 600)
+    lock_out(store_of(admin_app), BLATHERS)
     room = main_room(admin_app)
     for path in [
         "/admin/",

@@ -8,6 +8,8 @@ import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -70,11 +72,18 @@ def server(environment, tmp_path):
     assert flask(environment, tmp_path, "init-db").stdout == "Database ready.\n"
     added = flask(environment, tmp_path, "participants", "add", BLATHERS, "Blathers")
     assert added.returncode == 0, added.stderr
-    log = (tmp_path / "web.log").open("w")
+    with procfile_web(environment, tmp_path) as base:
+        yield base
+
+
+@contextmanager
+def procfile_web(environment: dict, cwd: Path) -> Iterator[str]:
+    """Run the Procfile's web process in `cwd` until it answers /healthz; yield its base URL."""
+    log = (cwd / "web.log").open("w")
     process = subprocess.Popen(
         ["sh", "-c", procfile_command("web")],
         env=environment,
-        cwd=tmp_path,
+        cwd=cwd,
         stdout=log,
         stderr=subprocess.STDOUT,
         # Its own process group: stopping `sh` alone would leave gunicorn running.
@@ -91,15 +100,17 @@ def server(environment, tmp_path):
             time.sleep(0.2)
     else:
         os.killpg(process.pid, signal.SIGKILL)
-        raise AssertionError((tmp_path / "web.log").read_text())
-    yield base
-    os.killpg(process.pid, signal.SIGTERM)
+        raise AssertionError((cwd / "web.log").read_text())
     try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
-    log.close()
+        yield base
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+        log.close()
 
 
 def twilio_posts(base, path, params, *, signed=True):

@@ -7,8 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from sqlalchemy import select
 
-from ivr.store import NumberGuard, ParticipantRow, Role, Room, Store, utcnow
-from tests.conftest import BLATHERS, MABEL, MODERATOR, create_tables
+from ivr.store import NumberGuard, ParticipantRow, Role, Room, SignInGuard, Store, utcnow
+from tests.conftest import BLATHERS, MABEL, MODERATOR, create_tables, lock_out
 
 THREADS = 8
 
@@ -28,14 +28,14 @@ def together(calls):
         return list(pool.map(lambda call: call(), calls))
 
 
-def test_concurrent_failures_are_all_counted(stores):
+def test_concurrent_claims_are_all_counted(stores):
     first, second = stores
     calls = [
-        (lambda store=store: store.record_failure(BLATHERS, 1000, 600))
-        for store in [first, second] * 10
+        (lambda store=store: store.claim_attempt(BLATHERS, 1000)) for store in [first, second] * 10
     ]
-    together(calls)
-    # 20 failures from two instances and eight threads; a lost update would show fewer.
+    claimed = together(calls)
+    # 20 claims from two instances and eight threads; a lost update would show fewer.
+    assert sorted(claimed) == list(range(1, 21))
     with first.engine.connect() as connection:
         counted = connection.scalar(
             select(NumberGuard.failures).where(NumberGuard.phone == BLATHERS)
@@ -43,15 +43,46 @@ def test_concurrent_failures_are_all_counted(stores):
     assert counted == 20
 
 
-def test_the_lockout_comes_exactly_at_max_attempts(stores):
+@pytest.mark.parametrize("guard", [NumberGuard, SignInGuard])
+def test_concurrent_claims_never_pass_max_attempts(stores, guard):
     first, second = stores
-    assert first.record_failure(BLATHERS, 3, 600) is None
-    assert second.record_failure(BLATHERS, 3, 600) is None
-    until = first.record_failure(BLATHERS, 3, 600)
+    calls = [
+        (lambda store=store: store.claim_attempt(BLATHERS, 3, guard))
+        for store in [first, second] * 12
+    ]
+    claimed = together(calls)
+
+    assert sorted(c for c in claimed if c is not None) == [1, 2, 3]
+    assert claimed.count(None) == 21
+    assert first.claim_attempt(MABEL, 3, guard) == 1
+
+
+def test_the_lockout_comes_when_the_last_claimed_check_fails(stores):
+    first, second = stores
+    attempts = [first.claim_attempt(BLATHERS, 3), second.claim_attempt(BLATHERS, 3)]
+    attempts.append(first.claim_attempt(BLATHERS, 3))
+    assert attempts == [1, 2, 3]
+    assert second.claim_attempt(BLATHERS, 3) is None  # all claimed, none settled yet
+
+    # The last claim may settle first; the lockout comes with it, not with the earlier ones.
+    until = first.fail_attempt(BLATHERS, 3, 3, 600)
+    assert first.fail_attempt(BLATHERS, 1, 3, 600) is None
+    assert second.fail_attempt(BLATHERS, 2, 3, 600) is None
 
     assert until is not None and 599 <= (until - utcnow()).total_seconds() <= 600
     assert second.locked_until(BLATHERS) == until
+    assert second.claim_attempt(BLATHERS, 3) is None
     assert first.locked_until(MABEL) is None
+
+
+def test_an_attempt_never_checked_is_given_back(stores):
+    first, second = stores
+    assert first.claim_attempt(BLATHERS, 3) == 1
+    assert second.claim_attempt(BLATHERS, 3) == 2
+    second.give_back_attempt(BLATHERS)
+    assert first.claim_attempt(BLATHERS, 3) == 2
+    first.clear_failures(BLATHERS)
+    assert second.claim_attempt(BLATHERS, 3) == 1
 
 
 def test_concurrent_sends_never_pass_the_cap(stores):
@@ -104,7 +135,7 @@ def test_a_number_has_one_code_per_purpose(stores):
 
 def test_unlock_ends_a_lockout(stores):
     first, second = stores
-    first.record_failure(BLATHERS, 1, 600)
+    lock_out(first, BLATHERS)
 
     assert second.unlock(BLATHERS) is True
     assert first.locked_until(BLATHERS) is None

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from flask import (
     Blueprint,
@@ -180,15 +180,27 @@ def _check_code(phone: str, code: str) -> Admin | None:
         if until is not None:
             _flash_locked(until)
             return None
+        # Claimed before the check, so that a burst of guesses cannot all be checked at once.
+        attempt = store.claim_attempt(phone, config["MAX_ATTEMPTS"], SignInGuard)
+        if attempt is None:
+            _flash_locked(
+                store.locked_until(phone, SignInGuard)
+                or utcnow() + timedelta(seconds=config["LOCKOUT_SECONDS"])
+            )
+            return None
         admin = store.admin_by_phone(phone)
         # Asked for every number, so that admins and others take the same path: only an admin's
         # number is ever sent a sign-in code, so for anyone else the answer is wrong or expired.
-        result = services().sign_in_codes.check(phone, code, purpose=SIGN_IN)
+        try:
+            result = services().sign_in_codes.check(phone, code, purpose=SIGN_IN)
+        except ProviderError:
+            store.give_back_attempt(phone, SignInGuard)
+            raise
         if result == CheckResult.APPROVED and admin is not None:
             store.clear_failures(phone, SignInGuard)
             return admin
-        until = store.record_failure(
-            phone, config["MAX_ATTEMPTS"], config["LOCKOUT_SECONDS"], SignInGuard
+        until = store.fail_attempt(
+            phone, attempt, config["MAX_ATTEMPTS"], config["LOCKOUT_SECONDS"], SignInGuard
         )
         if until is not None:
             _flash_locked(until)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, case, delete, func, insert, select, update
+from sqlalchemy import and_, delete, func, insert, or_, select, update
 
 from ivr.store.calls import CallNote
 from ivr.store.database import Database
@@ -42,34 +42,60 @@ class GuardStore(Database):
             until = connection.scalar(select(guard.locked_until).where(guard.phone == phone))
         return until if until is not None and until > utcnow() else None
 
-    def record_failure(
-        self, phone: str, max_attempts: int, lockout_seconds: int, guard: Guard = NumberGuard
-    ) -> datetime | None:
-        """Count a failed entry; at `max_attempts` lock the number and return when it ends."""
+    def claim_attempt(
+        self, phone: str, max_attempts: int, guard: Guard = NumberGuard
+    ) -> int | None:
+        """Claim one code check for the number before it is made; return None if none is left.
+
+        Returns which of the window's attempts this is (1 to `max_attempts`). One statement, so
+        however many requests race on however many instances, at most `max_attempts` checks are
+        claimed until a lockout (which starts a fresh count) or a success clears them. A claim
+        counts as a failure until `clear_failures` (success) or `give_back_attempt` (no check).
+        """
         now = utcnow()
-        until = now + timedelta(seconds=lockout_seconds)
-        reaching = guard.failures + 1 >= max_attempts
-        first_locks = max_attempts <= 1
         stmt = (
             self._insert(guard)
-            .values(
-                phone=phone,
-                failures=0 if first_locks else 1,
-                locked_until=until if first_locks else None,
-            )
+            .values(phone=phone, failures=1, locked_until=None)
             .on_conflict_do_update(
                 index_elements=[guard.phone],
-                set_={
-                    # A lockout starts a fresh count for when it ends.
-                    "failures": case((reaching, 0), else_=guard.failures + 1),
-                    "locked_until": case((reaching, until), else_=guard.locked_until),
-                },
+                set_={"failures": guard.failures + 1},
+                where=and_(
+                    guard.failures < max_attempts,
+                    or_(guard.locked_until.is_(None), guard.locked_until <= now),
+                ),
             )
-            .returning(guard.locked_until)
+            .returning(guard.failures)
         )
         with self._writing() as connection:
-            locked_until = connection.execute(stmt).scalar_one()
-        return locked_until if locked_until is not None and locked_until > now else None
+            return connection.execute(stmt).scalar_one_or_none()
+
+    def fail_attempt(
+        self,
+        phone: str,
+        attempt: int,
+        max_attempts: int,
+        lockout_seconds: int,
+        guard: Guard = NumberGuard,
+    ) -> datetime | None:
+        """Settle a claimed check that failed; the last one locks the number. Return until when."""
+        if attempt < max_attempts:
+            return None  # the claim already counts as a failure
+        until = utcnow() + timedelta(seconds=lockout_seconds)
+        with self._writing() as connection:
+            # A lockout starts a fresh count for when it ends.
+            connection.execute(
+                update(guard).where(guard.phone == phone).values(failures=0, locked_until=until)
+            )
+        return until
+
+    def give_back_attempt(self, phone: str, guard: Guard = NumberGuard) -> None:
+        """Return a claimed attempt whose code was never checked (the provider failed)."""
+        with self._writing() as connection:
+            connection.execute(
+                update(guard)
+                .where(guard.phone == phone, guard.failures > 0)
+                .values(failures=guard.failures - 1)
+            )
 
     def clear_failures(self, phone: str, guard: Guard = NumberGuard) -> None:
         with self._session.begin() as session:
