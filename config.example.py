@@ -58,6 +58,12 @@ LOCKOUT_SECONDS = 600
 # Hours an admin console sign-in lasts before the admin must sign in again (1 to 168).
 ADMIN_SESSION_HOURS = 8
 
+# Log lines on stderr. LOG_LEVEL, the lowest level logged: DEBUG, INFO, WARNING, ERROR or CRITICAL
+# (at INFO, other libraries' lines show only from WARNING up). LOG_FORMAT: "text" for people, or
+# "json" for one JSON object per line, for a log collector.
+LOG_LEVEL = "INFO"
+LOG_FORMAT = "text"
+
 # The seed tutorial's participant list; loaded into an empty database (by init-db, or at start in
 # local mode) into the room "main". Manage the list afterwards with `flask --app ivr participants`.
 MODERATOR = "+18005551234"

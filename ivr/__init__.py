@@ -12,6 +12,7 @@ from typing import Any
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from ivr import logs
 from ivr.settings import DEFAULTS, SettingsError, read_sources, validate
 
 # gunicorn's "App failed to load" status: it stops instead of restarting workers forever.
@@ -29,6 +30,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         raise SystemExit(EXIT_BAD_SETTINGS) from None
     app.config.update(settings)
     app.config.update(_web_settings(settings))
+    # LOG_STREAM: where tests read the lines that would go to stderr.
+    logs.configure(settings["LOG_LEVEL"], settings["LOG_FORMAT"], settings.get("LOG_STREAM"))
 
     from flask_wtf.csrf import CSRFProtect
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 
@@ -254,6 +255,10 @@ def call(phone: str, line: str | None, url: str | None) -> None:
             read_inbox = lambda: []  # noqa: E731
     else:
         transport = InProcess(current_app)
+        # The transcript tells the call; the line's own INFO lines would only repeat it.
+        line_logger = logging.getLogger("ivr")
+        if line_logger.level == logging.INFO:
+            line_logger.setLevel(logging.WARNING)
         outbox = services().outbox
         if outbox is not None:
             outbox.echo = False

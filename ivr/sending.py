@@ -16,6 +16,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
+from ivr.logs import call_context
 from ivr.store import CallNote, Outcome, SendStatus, Store
 from ivr.verification import CodeProvider, ProviderError, SendRefused
 
@@ -66,23 +67,27 @@ class CodeSender:
             self._in_flight.discard(future)
 
     def _deliver(self, pending: PendingSend) -> None:
-        call_sid = pending.note.call_sid
+        with call_context(pending.note.call_sid, pending.note.room):
+            self._deliver_for_call(pending)
+
+    def _deliver_for_call(self, pending: PendingSend) -> None:
         try:
             self._codes.send(pending.phone, "sms")
             return  # the call log already says "code sent"
         except SendRefused:
+            log.info("code send refused: too many codes to this number")
             status, outcome = SendStatus.REFUSED, Outcome.SEND_LIMIT
         except ProviderError as error:
-            log.error("code send for call %s failed: %s", call_sid, error)
+            log.error("code send failed: %s", error)
             status, outcome = SendStatus.FAILED, Outcome.PROVIDER_ERROR
         except Exception:
             # Nothing may escape a worker thread unseen: the caller must still hear about it.
-            log.exception("code send for call %s failed", call_sid)
+            log.exception("code send failed")
             status, outcome = SendStatus.FAILED, Outcome.PROVIDER_ERROR
         try:
             self._store.send_failed(pending.send_id, status, outcome, pending.note)
         except Exception:
-            log.exception("could not record the failed code send for call %s", call_sid)
+            log.exception("could not record the failed code send")
 
 
 def _logging_failures(job: Callable[..., None], *args: Any) -> None:

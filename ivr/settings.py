@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 
+from ivr.logs import FORMATS, LEVELS
 from ivr.phones import parse_phone
 
 
@@ -44,6 +45,8 @@ DEFAULTS: dict[str, Any] = {
     "MODERATOR": None,
     "PROXY_HOPS": 0,
     "INSTANCE_PATH": None,
+    "LOG_LEVEL": "INFO",
+    "LOG_FORMAT": "text",
 }
 
 # The seed tutorial's example set; loaded only in local mode, into an empty database.
@@ -92,6 +95,9 @@ def validate(raw: dict[str, Any], instance_path: Path) -> dict[str, Any]:
     settings["TWILIO_TIMEOUT_SECONDS"] = _seconds(
         "TWILIO_TIMEOUT_SECONDS", settings["TWILIO_TIMEOUT_SECONDS"]
     )
+
+    for name, choices in (("LOG_LEVEL", LEVELS), ("LOG_FORMAT", FORMATS)):
+        settings[name] = _choice(name, settings[name] or DEFAULTS[name], choices)
 
     sid, token = settings["TWILIO_ACCOUNT_SID"], settings["TWILIO_AUTH_TOKEN"]
     if bool(sid) != bool(token):
@@ -182,6 +188,15 @@ def _whole_number(name: str, value: Any, low: int, high: int) -> int:
     if number is None or not low <= number <= high:
         raise SettingsError(f"{name} must be a whole number from {low} to {high}, got {value!r}")
     return number
+
+
+def _choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
+    """Return the one of `choices` that `value` names, in any letter case."""
+    by_name = {choice.lower(): choice for choice in choices}
+    choice = by_name.get(str(value).strip().lower())
+    if choice is None:
+        raise SettingsError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return choice
 
 
 def _seconds(name: str, value: Any) -> float:

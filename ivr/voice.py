@@ -17,6 +17,7 @@ from twilio.twiml.voice_response import VoiceResponse
 from werkzeug.exceptions import HTTPException
 
 from ivr import twiml
+from ivr.logs import name_room
 from ivr.phones import caller_phone, is_withheld, parse_phone
 from ivr.sending import PendingSend
 from ivr.services import services
@@ -70,7 +71,7 @@ def voice():
     call = _Call.from_request()
     if call.phone is None:
         return call.refuse_caller_id()
-    caller = services().store.caller_at_line(call.phone, call.line, call.call_sid)
+    caller = call.caller_at_line()
     if caller is None or caller.name is None:
         call.log(Outcome.UNKNOWN_NUMBER, caller)
         return _twiml(twiml.goodbye(twiml.UNKNOWN_NUMBER))
@@ -87,6 +88,8 @@ def voice():
     if send_id is None:
         call.log(Outcome.SEND_LIMIT, caller)
         return _twiml(twiml.goodbye(twiml.SEND_LIMIT))
+    # Logged first, so that it comes before anything the sender logs about this code.
+    log.info("outcome: %s", Outcome.CODE_SENT)
     # The greeting does not wait for Twilio: the code is sent while the caller hears it.
     services().sender.send(PendingSend(send_id, call.phone, note))
     return _twiml(twiml.welcome(caller.name, *_gather_urls()))
@@ -102,7 +105,7 @@ def gather():
         return _no_input(call)
 
     store = services().store
-    caller = store.caller_at_line(call.phone, call.line, call.call_sid)
+    caller = call.caller_at_line()
     if caller is None or caller.name is None:
         call.log(Outcome.UNKNOWN_NUMBER, caller)
         return _twiml(twiml.goodbye(twiml.UNKNOWN_NUMBER))
@@ -133,6 +136,7 @@ def gather():
         )
         # A success gives back this claim and clears the failures before it.
         store.record_join(joined, call.note(caller), clear_failures=True)
+        log.info("outcome: %s", joined)
         events_url = _public_url("/conference/events")
         label = twiml.participant_label(caller.name, call.phone, store.live_labels(caller.room))
         return _twiml(
@@ -159,6 +163,8 @@ def conference_events():
     phone = _track_live_members(event)
     outcome = CONFERENCE_OUTCOMES.get(event)
     if outcome is not None:
+        name_room(request.form.get("FriendlyName"))
+        log.info("outcome: %s", outcome)
         note = CallNote(
             request.form.get("CallSid"),
             phone,
@@ -173,9 +179,10 @@ def conference_events():
 def call_status():
     """The number's call status callback: note callers who hung up before they were let in."""
     if request.form.get("CallStatus") in ENDED_CALL_STATUSES and request.form.get("CallSid"):
-        services().store.log_hang_up(
+        if services().store.log_hang_up(
             request.form["CallSid"], caller_phone(request.form.get("From"))
-        )
+        ):
+            log.info("outcome: %s", Outcome.HUNG_UP)
     return _twiml(twiml.empty())
 
 
@@ -207,7 +214,7 @@ def _no_input(call: _Call) -> Response:
         return _twiml(twiml.goodbye(UNSENT[status]))
     reprompt = request.args.get("reprompt", default=1, type=int)
     if reprompt > twiml.MAX_REPROMPTS:
-        call.log(Outcome.NO_INPUT, services().store.caller_at_line(call.phone, call.line))
+        call.log(Outcome.NO_INPUT, call.caller_at_line())
         return _twiml(twiml.goodbye(twiml.NO_INPUT_GOODBYE))
     message = f"{twiml.NO_DIGITS} {twiml.ASK_FOR_CODE}"
     return _twiml(twiml.ask_for_code(message, *_gather_urls(reprompt + 1)))
@@ -227,6 +234,13 @@ class _Call:
         form = request.form
         return cls(form.get("From"), form.get("To"), form.get("CallSid"))
 
+    def caller_at_line(self) -> CallerAtLine | None:
+        """Return who the caller is on the dialled line; name its room in the log lines."""
+        caller = services().store.caller_at_line(self.phone, self.line, self.call_sid)
+        if caller is not None:
+            name_room(caller.room)
+        return caller
+
     def note(self, caller: CallerAtLine | None) -> CallNote:
         """Return what the call log says about this call and caller."""
         return CallNote(
@@ -238,6 +252,7 @@ class _Call:
 
     def log(self, outcome: Outcome, caller: CallerAtLine | None) -> None:
         services().store.log_call(outcome, self.note(caller))
+        log.info("outcome: %s", outcome)
 
     def refuse_caller_id(self) -> Response:
         """Refuse a withheld or unusable caller ID; nothing is sent to it."""
@@ -253,7 +268,7 @@ class _Call:
         return _twiml(twiml.locked_out(minutes_left))
 
     def provider_fault(self, caller: CallerAtLine, error: ProviderError) -> Response:
-        log.error("code provider failed for call %s: %s", self.call_sid, error)
+        log.error("code check failed: %s", error)
         self.log(Outcome.PROVIDER_ERROR, caller)
         return _twiml(twiml.goodbye(twiml.PROVIDER_FAULT))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -140,3 +141,28 @@ def test_the_procfile_server_lets_in_exactly_the_right_caller(server, fake_twili
     assert conference.text == "main"
     assert conference.get("participantLabel") == "Blathers"
     assert conference.get("statusCallback") == f"{server}/conference/events"
+
+
+@pytest.fixture
+def json_logs(environment):
+    environment["LOG_FORMAT"] = "json"
+
+
+def test_the_procfile_server_logs_json_lines_with_the_call_sid(json_logs, server, tmp_path):
+    answer = twilio_posts(server, "/voice", call_params(STRANGER))
+    assert answer.status_code == 200
+
+    # gunicorn's own lines stay as gunicorn writes them; the line's are JSON.
+    written = (tmp_path / "web.log").read_text().splitlines()
+    ours = [json.loads(line) for line in written if line.startswith("{")]
+    assert [{k: v for k, v in line.items() if k != "time"} for line in ours] == [
+        {
+            "level": "INFO",
+            "logger": "ivr.voice",
+            "message": "outcome: unknown number",
+            "call_sid": call_params(STRANGER)["CallSid"],
+            "path": "/voice",
+            "room": "main",
+        }
+    ]
+    assert any("Booting worker" in line for line in written)
