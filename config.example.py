@@ -17,10 +17,12 @@ VERIFY_SERVICE_SID = None
 # A second Verify service SID ("VA...") for admin console sign-in codes. Verify keeps one pending
 # code per number in a service, so sign-in cannot share the line's service without replacing a
 # caller's code. Unset: sign-in codes are made here and texted (or called) from
-# TWILIO_PHONE_NUMBER - with VERIFY_SERVICE_SID set, one of the two is then required.
+# TWILIO_PHONE_NUMBER. With neither set, the line still runs (on VERIFY_SERVICE_SID), but console
+# sign-in is off: one warning line at start-up, and the sign-in page says what to set.
 ADMIN_VERIFY_SERVICE_SID = None
 
-# The line's number in E.164 form; the sender of built-in SMS and voice codes.
+# The line's number in E.164 form; the sender of built-in SMS and voice codes. Required without
+# VERIFY_SERVICE_SID; with it, needed only to text or call console sign-in codes.
 TWILIO_PHONE_NUMBER = None  # "+18005550100"
 
 # Base URL replacing https://<product>.twilio.com, for a fake Twilio in tests and benchmarks.

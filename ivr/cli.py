@@ -15,6 +15,7 @@ from ivr import roster, schema
 from ivr.devphone import LOCAL_LINE, Conferences, DevCall, InProcess, OverHttp
 from ivr.phones import international, parse_phone
 from ivr.services import seed_participants, services
+from ivr.settings import SIGN_IN_OFF
 from ivr.store import Role
 
 participants = AppGroup("participants", help="Manage who may join each room.")
@@ -196,8 +197,14 @@ def add_admin(phone: str, name: str) -> None:
     number = _valid(lambda: roster.phone_from_text(phone))
     clean_name = _valid(lambda: roster.participant(number, name).name)
     added = _store().add_admin(number, clean_name)
-    verb = "can now sign in" if added else "was already an admin; name updated"
+    sign_in_off = current_app.config["SIGN_IN_SENDER"] is None
+    if not added:
+        verb = "was already an admin; name updated"
+    else:
+        verb = "is now an admin" if sign_in_off else "can now sign in"
     click.echo(f"{clean_name} ({international(number)}) {verb}.")
+    if sign_in_off:
+        click.echo(f"Warning: {clean_name} cannot sign in yet: {SIGN_IN_OFF}.", err=True)
 
 
 @admins.command("list")

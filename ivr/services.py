@@ -19,7 +19,7 @@ from ivr.verification.twilio_verify import TwilioVerify
 class Services:
     store: Store
     codes: CodeProvider  # the phone line's
-    sign_in_codes: CodeProvider  # the admin console's
+    sign_in_codes: CodeProvider | None  # the admin console's; None: it has no way to send
     sender: CodeSender  # sends both in the background
     twilio: Client | None
     outbox: ConsoleOutbox | None
@@ -43,10 +43,12 @@ def build_services(settings: dict) -> Services:
     # Built-in codes keep the line's and the console's apart by purpose.
     builtin = BuiltinCodes(store, settings["SECRET_KEY"], settings["OTP_TTL_SECONDS"], delivery)
     codes: CodeProvider = builtin
-    sign_in_codes: CodeProvider = builtin
     if twilio is not None and settings["VERIFY_SERVICE_SID"]:
         codes = TwilioVerify(twilio, settings["VERIFY_SERVICE_SID"])
-    if twilio is not None and settings["ADMIN_VERIFY_SERVICE_SID"]:
+    sign_in_codes: CodeProvider | None = None
+    if settings["SIGN_IN_SENDER"] == "builtin":
+        sign_in_codes = builtin
+    elif settings["SIGN_IN_SENDER"] == "verify" and twilio is not None:
         # Verify keeps one pending code per number in a service: sign-in needs its own service,
         # or an admin's sign-in would replace their code for a call in progress.
         sign_in_codes = TwilioVerify(twilio, settings["ADMIN_VERIFY_SERVICE_SID"])

@@ -25,6 +25,13 @@ class SettingsError(Exception):
     """A setting is missing or malformed; the message names it and says what to do."""
 
 
+# Logged once as the app starts, and repeated by `admins add`, when the console cannot send codes.
+SIGN_IN_OFF = (
+    "admin console sign-in is off: set TWILIO_PHONE_NUMBER or ADMIN_VERIFY_SERVICE_SID "
+    "to send sign-in codes"
+)
+
+
 DEFAULTS: dict[str, Any] = {
     "TWILIO_ACCOUNT_SID": None,
     "TWILIO_AUTH_TOKEN": None,
@@ -129,13 +136,7 @@ def validate(raw: dict[str, Any], instance_path: Path) -> dict[str, Any]:
             "TWILIO_PHONE_NUMBER is required to send codes without Verify: set it to the line's "
             "number, or set VERIFY_SERVICE_SID"
         )
-    elif not local_mode and not admin_verify_sid:
-        # Sign-in codes are then built-in ones, texted or called from the line's number.
-        raise SettingsError(
-            "TWILIO_PHONE_NUMBER or ADMIN_VERIFY_SERVICE_SID is required for admin sign-in codes "
-            "with Verify: set TWILIO_PHONE_NUMBER to the line's number, or set "
-            "ADMIN_VERIFY_SERVICE_SID to a second Verify service"
-        )
+    settings["SIGN_IN_SENDER"] = _sign_in_sender(settings)
 
     for name in ("TWILIO_API_URL", "PUBLIC_BASE_URL"):
         if settings[name]:
@@ -144,6 +145,9 @@ def validate(raw: dict[str, Any], instance_path: Path) -> dict[str, Any]:
     # Examples go only into local mode's own SQLite file, never into a database someone
     # configured and then forgot the credentials for.
     examples_allowed = local_mode and not settings["DATABASE_URL"]
+    if not settings["DATABASE_URL"]:
+        # SQLite makes its file but not the folder it goes in.
+        instance_path.mkdir(parents=True, exist_ok=True)
     settings["DATABASE_URL"] = database_url(settings["DATABASE_URL"], instance_path)
     if settings["REDIS_URL"] and urlsplit(settings["REDIS_URL"]).scheme not in (
         "redis",
@@ -165,6 +169,21 @@ def validate(raw: dict[str, Any], instance_path: Path) -> dict[str, Any]:
 
     settings["SEED_PARTICIPANTS"] = _seed_participants(settings, examples_allowed)
     return settings
+
+
+def _sign_in_sender(settings: dict[str, Any]) -> str | None:
+    """Return how the console sends sign-in codes: "verify", "builtin", or None for not at all.
+
+    The line never needs this: with Verify for the line and neither a second Verify service
+    nor a number to send from, only console sign-in is off.
+    """
+    if settings["LOCAL_MODE"]:
+        return "builtin"  # to the console outbox
+    if settings["ADMIN_VERIFY_SERVICE_SID"]:
+        return "verify"
+    if settings["TWILIO_PHONE_NUMBER"]:
+        return "builtin"  # texted or called from the line's number
+    return None
 
 
 def database_url(url: str | None, instance_path: Path) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import runpy
 import subprocess
@@ -118,21 +119,65 @@ def test_verify_for_the_line_and_sign_in_needs_no_sender_number(tmp_path):
     assert settled(tmp_path, **values)["TWILIO_PHONE_NUMBER"] is None
 
 
-def test_verify_for_the_line_only_needs_a_number_to_send_sign_in_codes_from(tmp_path, capsys):
+@pytest.mark.parametrize(
+    ("values", "sender"),
+    [
+        # Built-in codes for the line and the console, texted from the line's number.
+        ({}, "builtin"),
+        # Verify for the line; sign-in codes built in, texted from the line's number.
+        ({"VERIFY_SERVICE_SID": VERIFY_SID}, "builtin"),
+        # A Verify service for the console: no number needed.
+        (
+            {
+                "TWILIO_PHONE_NUMBER": None,
+                "VERIFY_SERVICE_SID": VERIFY_SID,
+                "ADMIN_VERIFY_SERVICE_SID": ADMIN_VERIFY_SID,
+            },
+            "verify",
+        ),
+        # The tutorial's settings: the line runs on Verify, the console has no way to send.
+        ({"TWILIO_PHONE_NUMBER": None, "VERIFY_SERVICE_SID": VERIFY_SID}, None),
+    ],
+)
+def test_how_console_sign_in_codes_are_sent(tmp_path, values, sender):
+    assert settled(tmp_path, **{**PRODUCTION, **values})["SIGN_IN_SENDER"] == sender
+
+
+def test_local_mode_signs_in_through_the_outbox_whatever_else_is_set(tmp_path):
+    local = settled(
+        tmp_path, VERIFY_SERVICE_SID=VERIFY_SID, ADMIN_VERIFY_SERVICE_SID=ADMIN_VERIFY_SID
+    )
+    assert local["LOCAL_MODE"] is True
+    assert local["SIGN_IN_SENDER"] == "builtin"
+
+
+def test_without_a_sign_in_sender_the_app_starts_and_warns_once(tmp_path, capsys, caplog):
     values = {**PRODUCTION, "TWILIO_PHONE_NUMBER": None, "VERIFY_SERVICE_SID": VERIFY_SID}
 
-    with pytest.raises(SystemExit) as stopped:
-        create_app({**values, "INSTANCE_PATH": str(tmp_path)})
+    with caplog.at_level(logging.WARNING):
+        app = create_app({**values, "INSTANCE_PATH": str(tmp_path)})
 
-    assert stopped.value.code == 4
-    assert capsys.readouterr().err == (
-        "ivr: configuration error: TWILIO_PHONE_NUMBER or ADMIN_VERIFY_SERVICE_SID is required "
-        "for admin sign-in codes with Verify: set TWILIO_PHONE_NUMBER to the line's number, or "
-        "set ADMIN_VERIFY_SERVICE_SID to a second Verify service\n"
-    )
-    # Local mode sends nothing through Twilio, so it needs neither.
-    local = settled(tmp_path, VERIFY_SERVICE_SID=VERIFY_SID)
-    assert local["LOCAL_MODE"] is True
+    assert app.config["SIGN_IN_SENDER"] is None
+    assert [(r.name, r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("ivr.admin", "WARNING", settings.SIGN_IN_OFF)
+    ]
+    assert capsys.readouterr().err == ""
+    app.extensions["ivr"].sender.close()
+    app.extensions["ivr"].store.dispose()
+
+
+def test_without_database_url_the_sqlite_file_gets_its_folder(tmp_path):
+    # The tutorial's settings name no database: SQLite in an instance folder not made yet.
+    instance = tmp_path / "new" / "instance"
+    app = create_app({**PRODUCTION, "INSTANCE_PATH": str(instance)})
+
+    result = app.test_cli_runner().invoke(args=["init-db"])
+
+    assert result.exit_code == 0, result.output
+    assert result.output == "Database ready.\n"
+    assert (instance / "ivr.sqlite3").is_file()
+    app.extensions["ivr"].sender.close()
+    app.extensions["ivr"].store.dispose()
 
 
 def test_create_app_stops_with_one_clear_line(tmp_path, capsys):

@@ -4,15 +4,23 @@ conferences under /admin.
 
 from __future__ import annotations
 
+import logging
+
 from flask import Flask
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 
 from ivr.admin import auth, console
+from ivr.settings import SIGN_IN_OFF
+
+log = logging.getLogger(__name__)
 
 
 def init_app(app: Flask) -> None:
     """Register the console's blueprints and its sign-in rate limits."""
+    if app.config["SIGN_IN_SENDER"] is None:
+        # The line runs without it; say so once, where the operator starting it will look.
+        log.warning(SIGN_IN_OFF)
     app.register_blueprint(auth.bp)
     app.register_blueprint(console.bp)
 

@@ -60,6 +60,8 @@ ADDRESS_LIMITS = {
     "admin_auth.choose_channel": "20 per hour",
     "admin_auth.enter_code": "40 per hour",
 }
+# The steps that need codes sent; sign-out works without.
+SIGN_IN_STEPS = {"admin_auth.sign_in", "admin_auth.choose_channel", "admin_auth.enter_code"}
 NUMBER_LIMITS = {
     "admin_auth.choose_channel": "5 per 15 minutes",
     "admin_auth.enter_code": "15 per 15 minutes",
@@ -81,6 +83,21 @@ def apply_rate_limits(limiter: Limiter, app) -> None:
 
 def _number_being_signed_in() -> str:
     return "number:" + (session.get("sign_in_phone") or "none")
+
+
+@bp.before_request
+def sign_in_needs_a_sender() -> Response | tuple[str, int] | None:
+    """Without a way to send codes, show why sign-in is off instead of taking a number."""
+    if services().sign_in_codes is not None or request.endpoint not in SIGN_IN_STEPS:
+        return None
+    if request.endpoint == "admin_auth.sign_in" and _signed_in_admin() is not None:
+        return None  # a session from before the restart still works
+    session.pop("sign_in_phone", None)
+    if request.endpoint != "admin_auth.sign_in":
+        return redirect(url_for("admin_auth.sign_in"))
+    page = render_template("admin/sign_in_phone.html", form=PhoneForm(), sign_in_off=True)
+    # A POST (a page opened before the restart, a script) did nothing: say so in the status too.
+    return page, 200 if request.method == "GET" else 503
 
 
 @bp.route("/sign-in", methods=["GET", "POST"])
