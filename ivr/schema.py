@@ -81,19 +81,29 @@ def downgrade(engine: Engine, revision: str) -> tuple[str | None, str | None]:
         return before, _current(connection)
 
 
+def stamp(engine: Engine, revision: str = "head") -> None:
+    """Mark the database as at `revision` without running anything (its schema is already so)."""
+    with _migrating(engine) as connection:
+        _run(command.stamp, _config(connection), revision)
+
+
 def drops_every_table(engine: Engine, revision: str) -> bool:
     """Return whether downgrading to `revision` goes below the first revision."""
     if revision == "base":
         return True
     if not (revision.startswith("-") and revision[1:].isdigit()):
         return False
-    scripts = ScriptDirectory.from_config(_config(None))
     at = current(engine)
     for _ in range(int(revision[1:])):
         if at is None:
             break
-        at = scripts.get_revision(at).down_revision
+        at = previous(at)
     return at is None
+
+
+def previous(revision: str) -> str | None:
+    """Return the revision before `revision`, or None for the first."""
+    return ScriptDirectory.from_config(_config(None)).get_revision(revision).down_revision
 
 
 def current(engine: Engine) -> str | None:

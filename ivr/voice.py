@@ -134,8 +134,8 @@ def gather():
             if caller.role == Role.MODERATOR
             else Outcome.JOINED_PARTICIPANT
         )
-        # A success gives back this claim and clears the failures before it.
-        store.record_join(joined, call.note(caller), clear_failures=True)
+        # Settles the claim: a success clears the failures before it.
+        store.record_join(joined, call.note(caller))
         log.info("outcome: %s", joined)
         events_url = _public_url("/conference/events")
         label = twiml.participant_label(caller.name, call.phone, store.live_labels(caller.room))

@@ -11,13 +11,14 @@ import pytest
 from sqlalchemy import create_engine, inspect, text
 
 from ivr import schema
-from ivr.store import Base
-from tests.conftest import create_tables
+from ivr.store import Base, SignInGuard
 
 LEGACY = Path(__file__).parent / "legacy"
 HEAD = schema.head()
+PREVIOUS = schema.previous(HEAD)
 AT = datetime(2026, 11, 20, 9, 55, 0)
 LATER = datetime(2026, 11, 20, 10, 5, 0)
+FAR = datetime(2099, 1, 1, 0, 0, 0)
 
 # One row in every table of the schema `init-db` made before migrations, as that schema had it.
 LEGACY_ROWS: dict[str, list[dict]] = {
@@ -29,7 +30,7 @@ LEGACY_ROWS: dict[str, list[dict]] = {
         {"id": 1, "room_id": 1, "phone": "+18005551234", "name": "Isabelle", "role": "moderator"},
         {"id": 2, "room_id": 2, "phone": "+18005559876", "name": "Blathers", "role": "participant"},
     ],
-    "number_guards": [{"phone": "+18005554321", "failures": 0, "locked_until": LATER}],
+    "number_guards": [{"phone": "+18005554321", "failures": 0, "locked_until": FAR}],
     "sign_in_guards": [{"phone": "+18005550111", "failures": 2, "locked_until": None}],
     "code_sends": [
         {
@@ -103,9 +104,11 @@ def shape(engine) -> dict:
     described = {}
     for table in sorted(set(inspector.get_table_names()) - {"alembic_version"}):
         described[table] = {
-            "columns": [
-                (c["name"], str(c["type"]), c["nullable"]) for c in inspector.get_columns(table)
-            ],
+            # In any order: a migration adds columns at the end.
+            "columns": sorted(
+                (c["name"], str(c["type"]), c["nullable"], c["default"])
+                for c in inspector.get_columns(table)
+            ),
             "primary key": inspector.get_pk_constraint(table)["constrained_columns"],
             "indexes": sorted(
                 (i["name"], tuple(i["column_names"]), i["unique"])
@@ -149,13 +152,16 @@ def ddl_statements(ddl: str) -> list[str]:
 
 
 def all_rows(engine) -> dict[str, list[dict]]:
+    """Return every row of every table, in the columns the pre-migration schema had."""
     with engine.connect() as connection:
         return {
             table: [
                 dict(row._mapping)
-                for row in connection.execute(text(f"SELECT * FROM {table} ORDER BY 1"))
+                for row in connection.execute(
+                    text(f"SELECT {', '.join(rows[0])} FROM {table} ORDER BY 1")
+                )
             ]
-            for table in LEGACY_ROWS
+            for table, rows in LEGACY_ROWS.items()
         }
 
 
@@ -182,7 +188,7 @@ def test_upgrade_creates_the_schema_on_an_empty_database(empty_app):
 
 def test_the_migrations_make_exactly_the_schema_of_the_models(empty_app):
     engine = old_database(empty_app)
-    create_tables(empty_app.extensions["ivr"].store)
+    Base.metadata.create_all(engine)
     from_models = shape(engine)
     Base.metadata.drop_all(engine)
 
@@ -240,23 +246,62 @@ def test_a_partial_old_schema_is_refused_and_left_alone(empty_app):
     assert tables(empty_app) == {"rooms"}
 
 
-def test_downgrade_one_step_and_upgrade_again(empty_app):
+def test_downgrade_one_step_and_upgrade_again_keeps_the_rows(empty_app):
+    engine = old_database(empty_app)
+    make_pre_migration_database(engine)
     assert flask_db(empty_app, "upgrade").exit_code == 0
+    before = all_rows(engine)
 
-    declined = flask_db(empty_app, "downgrade", input="n\n")
-    assert declined.exit_code == 1
-    assert "This drops every table of the line and all its rows. Go on?" in declined.output
-    assert schema.current(empty_app.extensions["ivr"].store.engine) == HEAD
+    result = flask_db(empty_app, "downgrade")
 
-    result = flask_db(empty_app, "downgrade", "--yes")
     assert result.exit_code == 0, result.output
-    assert result.output == f"Schema downgraded from revision {HEAD} to an empty database.\n"
-    assert tables(empty_app) == {"alembic_version"}
+    assert result.output == f"Schema downgraded from revision {HEAD} to revision {PREVIOUS}.\n"
+    assert schema.current(engine) == PREVIOUS
+    assert all_rows(engine) == before
     behind = flask_db(empty_app, "check")
     assert behind.exit_code == 1
     assert behind.output == (
         "Error: Target database is not up to date. (run `flask --app ivr db upgrade`)\n"
     )
+
+    again = flask_db(empty_app, "upgrade")
+    assert again.output == f"Schema upgraded from revision {PREVIOUS} to revision {HEAD}.\n"
+    assert all_rows(engine) == before
+    assert flask_db(empty_app, "check").exit_code == 0
+
+
+def test_the_previous_head_upgrades_with_its_rows(empty_app):
+    """Revision 0002 adds guards' count of checks in flight: existing guards start at 0."""
+    engine = old_database(empty_app)
+    make_pre_migration_database(engine)
+    assert schema.upgrade(engine, "0001").after == "0001"
+    before = all_rows(engine)
+
+    assert flask_db(empty_app, "upgrade").exit_code == 0
+
+    assert schema.current(engine) == HEAD
+    assert all_rows(engine) == before
+    with engine.connect() as connection:
+        for guard in ("number_guards", "sign_in_guards"):
+            assert connection.scalars(text(f"SELECT checking FROM {guard}")).all() == [0]
+    # The line uses them: the locked number is still locked, the other may guess again.
+    store = empty_app.extensions["ivr"].store
+    assert store.claim_attempt("+18005554321", 3) is None
+    assert store.claim_attempt("+18005550111", 3, SignInGuard) == 3
+
+
+def test_downgrading_below_the_first_revision_asks_first(empty_app):
+    assert flask_db(empty_app, "upgrade").exit_code == 0
+
+    declined = flask_db(empty_app, "downgrade", "base", input="n\n")
+    assert declined.exit_code == 1
+    assert "This drops every table of the line and all its rows. Go on?" in declined.output
+    assert schema.current(empty_app.extensions["ivr"].store.engine) == HEAD
+
+    result = flask_db(empty_app, "downgrade", "base", "--yes")
+    assert result.exit_code == 0, result.output
+    assert result.output == f"Schema downgraded from revision {HEAD} to an empty database.\n"
+    assert tables(empty_app) == {"alembic_version"}
 
     assert flask_db(empty_app, "upgrade").exit_code == 0
     assert tables(empty_app) == set(Base.metadata.tables) | {"alembic_version"}

@@ -81,8 +81,29 @@ def test_an_attempt_never_checked_is_given_back(stores):
     assert second.claim_attempt(BLATHERS, 3) == 2
     second.give_back_attempt(BLATHERS)
     assert first.claim_attempt(BLATHERS, 3) == 2
-    first.clear_failures(BLATHERS)
-    assert second.claim_attempt(BLATHERS, 3) == 1
+
+
+def test_a_success_clears_the_failures_before_it(stores):
+    first, second = stores
+    assert first.fail_attempt(BLATHERS, first.claim_attempt(BLATHERS, 3), 3, 600) is None
+    assert second.claim_attempt(BLATHERS, 3) == 2
+
+    second.succeed_attempt(BLATHERS)
+
+    assert first.claim_attempt(BLATHERS, 3) == 1
+
+
+def test_a_success_in_a_burst_does_not_reopen_the_window(stores):
+    first, second = stores
+    claims = [first.claim_attempt(BLATHERS, 3) for _ in range(3)]
+    assert claims == [1, 2, 3]
+
+    second.succeed_attempt(BLATHERS)  # the second guess was right; two are still in flight
+
+    assert first.claim_attempt(BLATHERS, 3) is None
+    assert second.fail_attempt(BLATHERS, 1, 3, 600) is None
+    assert first.claim_attempt(BLATHERS, 3) is None
+    assert second.fail_attempt(BLATHERS, 3, 3, 600) is not None
 
 
 def test_concurrent_sends_never_pass_the_cap(stores):

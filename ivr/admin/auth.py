@@ -214,7 +214,7 @@ def _check_code(phone: str, code: str) -> Admin | None:
             store.give_back_attempt(phone, SignInGuard)
             raise
         if result == CheckResult.APPROVED and admin is not None:
-            store.clear_failures(phone, SignInGuard)
+            store.succeed_attempt(phone, SignInGuard)
             return admin
         until = store.fail_attempt(
             phone, attempt, config["MAX_ATTEMPTS"], config["LOCKOUT_SECONDS"], SignInGuard

@@ -4,34 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, insert, select
 
 from ivr.store.database import Database, anywhere, digits_only
-from ivr.store.models import CallLogEntry, CodeSend, NumberGuard, Outcome, utcnow
+from ivr.store.guards import success_update
+from ivr.store.models import CallLogEntry, CallNote, CodeSend, NumberGuard, Outcome
 
 # Outcomes after which a call is still waiting for the caller's digits.
 _AT_THE_PROMPT = {Outcome.CODE_SENT, Outcome.WRONG_CODE}
-
-
-@dataclass(frozen=True)
-class CallNote:
-    """Who and where a call log row is about."""
-
-    call_sid: str | None = None
-    phone: str | None = None
-    name: str | None = None
-    room: str | None = None
-
-    def row(self, outcome: Outcome) -> dict:
-        """Return the values of a call log row with this outcome, stamped now."""
-        return {
-            "at": utcnow(),
-            "call_sid": self.call_sid,
-            "phone": self.phone,
-            "name": self.name,
-            "room": self.room,
-            "outcome": str(outcome),
-        }
 
 
 @dataclass(frozen=True)
@@ -53,13 +33,11 @@ class CallLogStore(Database):
         with self._writing() as connection:
             connection.execute(insert(CallLogEntry).values(note.row(outcome)))
 
-    def record_join(self, outcome: Outcome, note: CallNote, clear_failures: bool) -> None:
-        """Log a caller let in and, if they had failed before, forget their failures."""
+    def record_join(self, outcome: Outcome, note: CallNote) -> None:
+        """Log a caller let in by a claimed check, and settle the claim as a success."""
         with self._writing() as connection:
-            if clear_failures and note.phone:
-                connection.execute(
-                    update(NumberGuard).where(NumberGuard.phone == note.phone).values(failures=0)
-                )
+            if note.phone:
+                connection.execute(success_update(NumberGuard, note.phone))
             connection.execute(insert(CallLogEntry).values(note.row(outcome)))
 
     def log_hang_up(self, call_sid: str, phone: str | None) -> bool:

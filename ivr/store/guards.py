@@ -5,15 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy import Update, and_, case, delete, func, insert, or_, select, update
 
-from ivr.store.calls import CallNote
 from ivr.store.database import Database
 from ivr.store.models import (
     LINE,
     LOCKOUT_KINDS,
     Admin,
     CallLogEntry,
+    CallNote,
     CodeSend,
     Guard,
     NumberGuard,
@@ -49,16 +49,16 @@ class GuardStore(Database):
 
         Returns which of the window's attempts this is (1 to `max_attempts`). One statement, so
         however many requests race on however many instances, at most `max_attempts` checks are
-        claimed until a lockout (which starts a fresh count) or a success clears them. A claim
-        counts as a failure until `clear_failures` (success) or `give_back_attempt` (no check).
+        claimed in a window, which a lockout or a success ends. Settle every claim with
+        `fail_attempt`, `succeed_attempt` (or `record_join`) or `give_back_attempt`.
         """
         now = utcnow()
         stmt = (
             self._insert(guard)
-            .values(phone=phone, failures=1, locked_until=None)
+            .values(phone=phone, failures=1, checking=1, locked_until=None)
             .on_conflict_do_update(
                 index_elements=[guard.phone],
-                set_={"failures": guard.failures + 1},
+                set_={"failures": guard.failures + 1, "checking": guard.checking + 1},
                 where=and_(
                     guard.failures < max_attempts,
                     or_(guard.locked_until.is_(None), guard.locked_until <= now),
@@ -79,27 +79,37 @@ class GuardStore(Database):
     ) -> datetime | None:
         """Settle a claimed check that failed; the last one locks the number. Return until when."""
         if attempt < max_attempts:
-            return None  # the claim already counts as a failure
+            # The claim already counts as a failure; it is no longer in flight.
+            with self._writing() as connection:
+                connection.execute(
+                    update(guard)
+                    .where(guard.phone == phone)
+                    .values(checking=_one_less(guard.checking))
+                )
+            return None
         until = utcnow() + timedelta(seconds=lockout_seconds)
         with self._writing() as connection:
-            # A lockout starts a fresh count for when it ends.
+            # A lockout ends the window: a fresh count for when it ends.
             connection.execute(
-                update(guard).where(guard.phone == phone).values(failures=0, locked_until=until)
+                update(guard)
+                .where(guard.phone == phone)
+                .values(failures=0, checking=0, locked_until=until)
             )
         return until
+
+    def succeed_attempt(self, phone: str, guard: Guard = NumberGuard) -> None:
+        """Settle a claimed check that succeeded (see `success_update`)."""
+        with self._writing() as connection:
+            connection.execute(success_update(guard, phone))
 
     def give_back_attempt(self, phone: str, guard: Guard = NumberGuard) -> None:
         """Return a claimed attempt whose code was never checked (the provider failed)."""
         with self._writing() as connection:
             connection.execute(
                 update(guard)
-                .where(guard.phone == phone, guard.failures > 0)
-                .values(failures=guard.failures - 1)
+                .where(guard.phone == phone)
+                .values(failures=_one_less(guard.failures), checking=_one_less(guard.checking))
             )
-
-    def clear_failures(self, phone: str, guard: Guard = NumberGuard) -> None:
-        with self._session.begin() as session:
-            session.execute(update(guard).where(guard.phone == phone).values(failures=0))
 
     def unlock(self, phone: str, guard: Guard = NumberGuard) -> bool:
         """End a number's lockout and forget its failures; return whether it was locked."""
@@ -239,3 +249,24 @@ class GuardStore(Database):
                 )
             )
             return result.rowcount == 1
+
+
+def success_update(guard: Guard, phone: str) -> Update:
+    """Return the statement that settles a successful claimed check.
+
+    A success ends the window and clears the failures - unless other checks of the number are
+    still in flight (a burst of guesses with the right code among them): then the count stays,
+    so the burst still gets no more than its `max_attempts` checks.
+    """
+    return (
+        update(guard)
+        .where(guard.phone == phone)
+        .values(
+            failures=case((guard.checking <= 1, 0), else_=guard.failures),
+            checking=_one_less(guard.checking),
+        )
+    )
+
+
+def _one_less(column):
+    return case((column > 0, column - 1), else_=0)

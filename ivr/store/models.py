@@ -5,6 +5,7 @@ Times are naive UTC.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 
@@ -84,7 +85,10 @@ class NumberGuard(Base):
     __tablename__ = "number_guards"
 
     phone: Mapped[str] = mapped_column(String(20), primary_key=True)
+    # Attempts claimed in this window: settled failures and checks still in flight.
     failures: Mapped[int] = mapped_column(Integer, default=0)
+    # Of those, the checks still in flight (claimed, not yet settled).
+    checking: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     locked_until: Mapped[datetime | None] = mapped_column(DateTime)
 
 
@@ -104,7 +108,10 @@ class SignInGuard(Base):
     __tablename__ = "sign_in_guards"
 
     phone: Mapped[str] = mapped_column(String(20), primary_key=True)
+    # Attempts claimed in this window: settled failures and checks still in flight.
     failures: Mapped[int] = mapped_column(Integer, default=0)
+    # Of those, the checks still in flight (claimed, not yet settled).
+    checking: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     locked_until: Mapped[datetime | None] = mapped_column(DateTime)
 
 
@@ -157,6 +164,27 @@ class CallLogEntry(Base):
     name: Mapped[str | None] = mapped_column(String(100))
     room: Mapped[str | None] = mapped_column(String(100))
     outcome: Mapped[str] = mapped_column(String(40))
+
+
+@dataclass(frozen=True)
+class CallNote:
+    """Who and where a call log row is about."""
+
+    call_sid: str | None = None
+    phone: str | None = None
+    name: str | None = None
+    room: str | None = None
+
+    def row(self, outcome: Outcome) -> dict:
+        """Return the values of a call log row with this outcome, stamped now."""
+        return {
+            "at": utcnow(),
+            "call_sid": self.call_sid,
+            "phone": self.phone,
+            "name": self.name,
+            "room": self.room,
+            "outcome": str(outcome),
+        }
 
 
 class Admin(Base):
