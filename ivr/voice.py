@@ -21,7 +21,7 @@ from ivr.sending import PendingSend
 from ivr.services import services
 from ivr.signature import is_signed_by_twilio
 from ivr.store import CallerAtLine, CallNote, Outcome, Role, SendStatus, utcnow
-from ivr.verification import CheckResult, ProviderError
+from ivr.verification import LINE, CheckResult, ProviderError
 
 # Codes sent to one number in any hour, whichever provider sends them.
 SENDS_PER_HOUR = 5
@@ -86,6 +86,7 @@ def voice():
     if send_id is None:
         call.log(Outcome.SEND_LIMIT, caller)
         return _twiml(twiml.goodbye(twiml.SEND_LIMIT))
+    services().metrics.call(Outcome.CODE_SENT, caller.room)
     # The greeting does not wait for Twilio: the code is sent while the caller hears it.
     services().sender.send(PendingSend(send_id, call.phone, note))
     return _twiml(twiml.welcome(caller.name, *_gather_urls()))
@@ -125,6 +126,7 @@ def gather():
             else Outcome.JOINED_PARTICIPANT
         )
         store.record_join(joined, call.note(caller), clear_failures=caller.failures > 0)
+        services().metrics.call(joined, caller.room)
         events_url = _public_url("/conference/events")
         label = twiml.participant_label(caller.name, call.phone, store.live_labels(caller.room))
         return _twiml(
@@ -134,11 +136,11 @@ def gather():
         )
 
     config = current_app.config
-    locked_until = store.record_failure(
-        call.phone, config["MAX_ATTEMPTS"], config["LOCKOUT_SECONDS"]
-    )
-    if locked_until is not None:
-        return call.locked_out(caller, locked_until)
+    failure = store.count_failure(call.phone, config["MAX_ATTEMPTS"], config["LOCKOUT_SECONDS"])
+    if failure.new_lockout:
+        services().metrics.lockout(LINE)
+    if failure.locked_until is not None:
+        return call.locked_out(caller, failure.locked_until)
     if result == CheckResult.EXPIRED:
         call.log(Outcome.EXPIRED_CODE, caller)
         return _twiml(twiml.goodbye(twiml.EXPIRED_CODE))
@@ -159,6 +161,7 @@ def conference_events():
             request.form.get("FriendlyName"),
         )
         services().store.log_call(outcome, note)
+        services().metrics.call(outcome, note.room)
     return _twiml(twiml.empty())
 
 
@@ -166,9 +169,11 @@ def conference_events():
 def call_status():
     """The number's call status callback: note callers who hung up before they were let in."""
     if request.form.get("CallStatus") in ENDED_CALL_STATUSES and request.form.get("CallSid"):
-        services().store.log_hang_up(
+        logged = services().store.log_hang_up(
             request.form["CallSid"], caller_phone(request.form.get("From"))
         )
+        if logged is not None:
+            services().metrics.call(Outcome.HUNG_UP, logged.room)
     return _twiml(twiml.empty())
 
 
@@ -230,7 +235,9 @@ class _Call:
         )
 
     def log(self, outcome: Outcome, caller: CallerAtLine | None) -> None:
-        services().store.log_call(outcome, self.note(caller))
+        note = self.note(caller)
+        services().store.log_call(outcome, note)
+        services().metrics.call(outcome, note.room)
 
     def refuse_caller_id(self) -> Response:
         """Refuse a withheld or unusable caller ID; nothing is sent to it."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from ivr.store.admins import AdminStore
 from ivr.store.calls import CallLogPage, CallLogStore, CallNote
-from ivr.store.guards import GuardStore, Lockout
+from ivr.store.guards import Failure, GuardStore, Lockout
 from ivr.store.live import LiveStore
 from ivr.store.models import (
     DEFAULT_ROOM_NAME,
@@ -52,6 +52,7 @@ __all__ = [
     "CodeSend",
     "ConferenceMember",
     "Conflict",
+    "Failure",
     "Guard",
     "Lockout",
     "NumberGuard",

@@ -33,6 +33,12 @@ class Lockout:
     names: list[str]
 
 
+@dataclass(frozen=True)
+class Failure:
+    locked_until: datetime | None  # when the number's lockout ends, if it is locked now
+    new_lockout: bool  # whether this failure is the one that locked it
+
+
 class GuardStore(Database):
     """What keeps a number from guessing codes or pumping sends, shared by every instance."""
 
@@ -46,6 +52,12 @@ class GuardStore(Database):
         self, phone: str, max_attempts: int, lockout_seconds: int, guard: Guard = NumberGuard
     ) -> datetime | None:
         """Count a failed entry; at `max_attempts` lock the number and return when it ends."""
+        return self.count_failure(phone, max_attempts, lockout_seconds, guard).locked_until
+
+    def count_failure(
+        self, phone: str, max_attempts: int, lockout_seconds: int, guard: Guard = NumberGuard
+    ) -> Failure:
+        """Count a failed entry as record_failure does; also say whether it started the lockout."""
         now = utcnow()
         until = now + timedelta(seconds=lockout_seconds)
         reaching = guard.failures + 1 >= max_attempts
@@ -65,11 +77,15 @@ class GuardStore(Database):
                     "locked_until": case((reaching, until), else_=guard.locked_until),
                 },
             )
-            .returning(guard.locked_until)
+            .returning(guard.locked_until, guard.failures)
         )
         with self._writing() as connection:
-            locked_until = connection.execute(stmt).scalar_one()
-        return locked_until if locked_until is not None and locked_until > now else None
+            locked_until, failures = connection.execute(stmt).one()
+        if locked_until is None or locked_until <= now:
+            return Failure(None, new_lockout=False)
+        # Only the statement that locks sets the count to 0 with a lockout ahead; a failure
+        # racing in on a number another request just locked counts 1 or more.
+        return Failure(locked_until, new_lockout=failures == 0)
 
     def clear_failures(self, phone: str, guard: Guard = NumberGuard) -> None:
         with self._session.begin() as session:
