@@ -74,3 +74,8 @@ KNOWN_PARTICIPANTS = {
     "+18005554321": "Mabel",
     "+18005556789": "Tommy",
 }
+
+# Prometheus metrics at GET /metrics, readable with "Authorization: Bearer <this>" only.
+# At least 16 characters: python -c "import secrets; print(secrets.token_urlsafe(32))"
+# Unset: the line keeps no metrics and /metrics is 404.
+METRICS_TOKEN = None

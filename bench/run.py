@@ -5,6 +5,7 @@
     python bench/run.py --n 50,200,500           # growth: one fresh server per N
     python bench/run.py --servers 2              # scale-out: two servers, PostgreSQL + Redis
     python bench/run.py --profile --skip-floor   # py-spy the app's workers (see bench/README.md)
+    python bench/run.py --metrics on             # the line with Prometheus metrics on
 
 One run: starts the fake Twilio REST API in its own process (--latency per request); for each N,
 imports N participants (plus warm-up and guard-check callers) with `flask --app ivr init-db` and
@@ -76,6 +77,7 @@ ACCOUNT_SID = "AC" + "be" * 16
 AUTH_TOKEN = "bench-auth-token-not-a-secret"
 VERIFY_SID = "VA" + "be" * 16
 SECRET_KEY = "bench-secret-key-not-a-secret"
+METRICS_TOKEN = "bench-metrics-token-not-a-secret"
 LINE = "+18005550100"
 # 555-0100..0199 is the range set aside for fiction in every North American area code.
 AREA_CODES = (
@@ -152,6 +154,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=3,
         help="bursts per N for each app, taking turns on fresh servers; latencies "
         "are pooled over them and each repeat's p50/p99 shown (default 3)",
+    )
+    parser.add_argument(
+        "--metrics",
+        choices=("on", "off"),
+        default="off",
+        help="on: the project runs with METRICS_TOKEN set, so it counts every call, and "
+        "/metrics is scraped after each burst and must count every join; off: no "
+        "METRICS_TOKEN, no metrics kept (default off)",
     )
     parser.add_argument("--skip-floor", action="store_true", help="measure the project only")
     parser.add_argument(
@@ -360,6 +370,8 @@ class Bench:
         args = self.args
         database = self.fresh_database(n)
         env = self.app_env(database)
+        if args.metrics == "on":
+            env["METRICS_TOKEN"] = METRICS_TOKEN
         if args.servers == 2:
             env["REDIS_URL"] = args.redis_url
             _flush_redis(args.redis_url)
@@ -438,6 +450,7 @@ class Bench:
             args.concurrency,
             args.code_wait,
         )
+        warm: list = []
         if callers.warmup:
             async with twilio:
                 warm, _ = await twilio.burst(callers.warmup, min(8, args.concurrency))
@@ -494,6 +507,9 @@ class Bench:
                 database_cpu,
             )
             guard: list[Check] = []
+            if checks and args.metrics == "on":
+                joined = sum(r.joined for r in [*warm, *results])
+                guard.append(metrics_check(servers, joined))
             if checks:
                 guard.append(await lockout_check(twilio, callers.lockout, MAX_ATTEMPTS))
                 guard.append(await send_cap_check(twilio, callers.send_cap, SENDS_PER_HOUR))
@@ -555,6 +571,34 @@ class Bench:
         path = self.tmp / "cwd"
         path.mkdir(exist_ok=True)
         return path
+
+
+def metrics_check(servers: list[Server], joined: int) -> Check:
+    """Scrape every server's /metrics once; the joins they counted must be the calls that joined.
+
+    After the burst, outside its CPU measurement: Prometheus scrapes every 15 s or so, not
+    per call.
+    """
+    import requests
+    from prometheus_client.parser import text_string_to_metric_families
+
+    counted = 0.0
+    for server in servers:
+        response = requests.get(
+            f"{server.url}/metrics",
+            headers={"Authorization": f"Bearer {METRICS_TOKEN}"},
+            timeout=10,
+        )
+        if response.status_code != 200:
+            return Check("metrics", False, f"{server.label}: /metrics {response.status_code}")
+        for family in text_string_to_metric_families(response.text):
+            for sample in family.samples:
+                if sample.name == "ivr_calls_total" and sample.labels["outcome"].startswith(
+                    "joined"
+                ):
+                    counted += sample.value
+    detail = f"/metrics counted {counted:.0f} joins; {joined} calls joined"
+    return Check("metrics", counted == joined, detail)
 
 
 def _recreate_postgres(url: str) -> None:

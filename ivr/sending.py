@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ivr.logs import call_context
+from ivr.metrics import NO_METRICS, Metrics
 from ivr.store import CallNote, Outcome, SendStatus, Store
-from ivr.verification import CodeProvider, ProviderError, SendRefused
+from ivr.verification import LINE, CodeProvider, ProviderError, SendRefused
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +35,16 @@ class PendingSend:
 
 
 class CodeSender:
-    def __init__(self, store: Store, codes: CodeProvider, threads: int = SENDER_THREADS) -> None:
+    def __init__(
+        self,
+        store: Store,
+        codes: CodeProvider,
+        metrics: Metrics = NO_METRICS,
+        threads: int = SENDER_THREADS,
+    ) -> None:
         self._store = store
         self._codes = codes
+        self._metrics = metrics
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="code-sender")
         self._in_flight: set[Future] = set()
         self._lock = threading.Lock()
@@ -73,6 +81,7 @@ class CodeSender:
     def _deliver_for_call(self, pending: PendingSend) -> None:
         try:
             self._codes.send(pending.phone, "sms")
+            self._metrics.code_sent("sms", LINE)
             return  # the call log already says "code sent"
         except SendRefused:
             log.info("code send refused: too many codes to this number")
@@ -86,6 +95,8 @@ class CodeSender:
             status, outcome = SendStatus.FAILED, Outcome.PROVIDER_ERROR
         try:
             self._store.send_failed(pending.send_id, status, outcome, pending.note)
+            # The call's "code sent" became this outcome: the sender decided it.
+            self._metrics.call(outcome, pending.note.room)
         except Exception:
             log.exception("could not record the failed code send")
 

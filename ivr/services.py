@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from flask import current_app
 from twilio.rest import Client
 
+from ivr.metrics import Metrics, build_metrics
 from ivr.sending import CodeSender
 from ivr.store import ParticipantRow, Role, Store
 from ivr.twilio_client import build_client
@@ -23,11 +24,13 @@ class Services:
     sender: CodeSender  # sends both in the background
     twilio: Client | None
     outbox: ConsoleOutbox | None
+    metrics: Metrics
 
 
 def build_services(settings: dict) -> Services:
     """Build the store, the Twilio client and the code providers the settings ask for."""
     store = Store(settings["DATABASE_URL"])
+    metrics = build_metrics(settings, store)
     twilio = outbox = None
     if settings["LOCAL_MODE"]:
         outbox = ConsoleOutbox()
@@ -39,26 +42,27 @@ def build_services(settings: dict) -> Services:
             settings["TWILIO_TIMEOUT_SECONDS"],
             settings["TWILIO_API_URL"],
         )
-        delivery = TwilioDelivery(twilio, settings["TWILIO_PHONE_NUMBER"])
+        delivery = TwilioDelivery(twilio, settings["TWILIO_PHONE_NUMBER"], metrics)
     # Built-in codes keep the line's and the console's apart by purpose.
     builtin = BuiltinCodes(store, settings["SECRET_KEY"], settings["OTP_TTL_SECONDS"], delivery)
     codes: CodeProvider = builtin
     if twilio is not None and settings["VERIFY_SERVICE_SID"]:
-        codes = TwilioVerify(twilio, settings["VERIFY_SERVICE_SID"])
+        codes = TwilioVerify(twilio, settings["VERIFY_SERVICE_SID"], metrics)
     sign_in_codes: CodeProvider | None = None
     if settings["SIGN_IN_SENDER"] == "builtin":
         sign_in_codes = builtin
     elif settings["SIGN_IN_SENDER"] == "verify" and twilio is not None:
         # Verify keeps one pending code per number in a service: sign-in needs its own service,
         # or an admin's sign-in would replace their code for a call in progress.
-        sign_in_codes = TwilioVerify(twilio, settings["ADMIN_VERIFY_SERVICE_SID"])
+        sign_in_codes = TwilioVerify(twilio, settings["ADMIN_VERIFY_SERVICE_SID"], metrics)
     return Services(
         store=store,
         codes=codes,
         sign_in_codes=sign_in_codes,
-        sender=CodeSender(store, codes),
+        sender=CodeSender(store, codes, metrics),
         twilio=twilio,
         outbox=outbox,
+        metrics=metrics,
     )
 
 

@@ -54,7 +54,11 @@ DEFAULTS: dict[str, Any] = {
     "INSTANCE_PATH": None,
     "LOG_LEVEL": "INFO",
     "LOG_FORMAT": "text",
+    "METRICS_TOKEN": None,
 }
+
+# A bearer token shorter than this could be guessed by trying.
+METRICS_TOKEN_MIN_LENGTH = 16
 
 # The seed tutorial's example set; loaded only in local mode, into an empty database.
 EXAMPLE_MODERATOR = "+18005551234"
@@ -166,6 +170,15 @@ def validate(raw: dict[str, Any], instance_path: Path) -> dict[str, Any]:
     # Webhook signatures: Twilio signs with the auth token; in local mode the dev phone signs
     # with a token generated once and kept beside the database.
     settings["SIGNING_TOKEN"] = token or _kept_secret(instance_path / "local_signing_token")
+
+    token = settings["METRICS_TOKEN"]
+    if token is not None:
+        token = settings["METRICS_TOKEN"] = str(token).strip()
+        if len(token) < METRICS_TOKEN_MIN_LENGTH or any(c.isspace() for c in token):
+            raise SettingsError(
+                f"METRICS_TOKEN must be at least {METRICS_TOKEN_MIN_LENGTH} characters without "
+                'spaces, e.g. python -c "import secrets; print(secrets.token_urlsafe(32))"'
+            )
 
     settings["SEED_PARTICIPANTS"] = _seed_participants(settings, examples_allowed)
     return settings

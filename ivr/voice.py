@@ -23,7 +23,7 @@ from ivr.sending import PendingSend
 from ivr.services import services
 from ivr.signature import is_signed_by_twilio
 from ivr.store import CallerAtLine, CallNote, Outcome, Role, SendStatus, utcnow
-from ivr.verification import CheckResult, ProviderError
+from ivr.verification import LINE, CheckResult, ProviderError
 
 # Codes sent to one number in any hour, whichever provider sends them.
 SENDS_PER_HOUR = 5
@@ -90,6 +90,7 @@ def voice():
         return _twiml(twiml.goodbye(twiml.SEND_LIMIT))
     # Logged first, so that it comes before anything the sender logs about this code.
     log.info("outcome: %s", Outcome.CODE_SENT)
+    services().metrics.call(Outcome.CODE_SENT, caller.room)
     # The greeting does not wait for Twilio: the code is sent while the caller hears it.
     services().sender.send(PendingSend(send_id, call.phone, note))
     return _twiml(twiml.welcome(caller.name, *_gather_urls()))
@@ -137,6 +138,7 @@ def gather():
         # Settles the claim: a success clears the failures before it.
         store.record_join(joined, call.note(caller))
         log.info("outcome: %s", joined)
+        services().metrics.call(joined, caller.room)
         events_url = _public_url("/conference/events")
         label = twiml.participant_label(caller.name, call.phone, store.live_labels(caller.room))
         return _twiml(
@@ -149,6 +151,8 @@ def gather():
         call.phone, attempt, config["MAX_ATTEMPTS"], config["LOCKOUT_SECONDS"]
     )
     if locked_until is not None:
+        # Only the attempt that locks gets a time back: one count per lockout.
+        services().metrics.lockout(LINE)
         return call.locked_out(caller, locked_until)
     if result == CheckResult.EXPIRED:
         call.log(Outcome.EXPIRED_CODE, caller)
@@ -172,6 +176,7 @@ def conference_events():
             request.form.get("FriendlyName"),
         )
         services().store.log_call(outcome, note)
+        services().metrics.call(outcome, note.room)
     return _twiml(twiml.empty())
 
 
@@ -179,10 +184,12 @@ def conference_events():
 def call_status():
     """The number's call status callback: note callers who hung up before they were let in."""
     if request.form.get("CallStatus") in ENDED_CALL_STATUSES and request.form.get("CallSid"):
-        if services().store.log_hang_up(
+        logged = services().store.log_hang_up(
             request.form["CallSid"], caller_phone(request.form.get("From"))
-        ):
+        )
+        if logged is not None:
             log.info("outcome: %s", Outcome.HUNG_UP)
+            services().metrics.call(Outcome.HUNG_UP, logged.room)
     return _twiml(twiml.empty())
 
 
@@ -251,8 +258,10 @@ class _Call:
         )
 
     def log(self, outcome: Outcome, caller: CallerAtLine | None) -> None:
-        services().store.log_call(outcome, self.note(caller))
+        note = self.note(caller)
+        services().store.log_call(outcome, note)
         log.info("outcome: %s", outcome)
+        services().metrics.call(outcome, note.room)
 
     def refuse_caller_id(self) -> Response:
         """Refuse a withheld or unusable caller ID; nothing is sent to it."""

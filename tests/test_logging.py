@@ -178,6 +178,8 @@ def test_info_hides_library_chatter_and_debug_shows_it(make_app, fake_twilio):
     assert stream.getvalue() == ""
 
     make_app(LOG_STREAM=stream, LOG_LEVEL="DEBUG")
+    stream.seek(0)
+    stream.truncate()  # what making the app's tables logged at DEBUG
     logging.getLogger("twilio.http_client").info("request dump")
     logging.getLogger("ivr.voice").debug("detail")
     assert [line.split(" ", 1)[1] for line in stream.getvalue().splitlines()] == [

@@ -32,6 +32,7 @@ from werkzeug.wrappers import Response
 
 from ivr.admin import pages
 from ivr.admin.forms import ButtonForm, ChannelForm, CodeForm, PhoneForm
+from ivr.metrics import Metrics
 from ivr.phones import international
 from ivr.services import services
 from ivr.store import Admin, SignInGuard, Store, utcnow
@@ -166,11 +167,13 @@ def _start_sending_code(phone: str, channel: Channel) -> None:
     """Hand `phone` to a sender thread, whoever it belongs to; return without waiting for it."""
     started = time.monotonic()
     ivr = services()
-    ivr.sender.run(_send_code_if_admin, ivr.store, ivr.sign_in_codes, phone, channel)
+    ivr.sender.run(_send_code_if_admin, ivr.store, ivr.sign_in_codes, ivr.metrics, phone, channel)
     _wait_until(started + _step_floor())
 
 
-def _send_code_if_admin(store: Store, codes: CodeProvider, phone: str, channel: Channel) -> None:
+def _send_code_if_admin(
+    store: Store, codes: CodeProvider, metrics: Metrics, phone: str, channel: Channel
+) -> None:
     """Send a sign-in code if `phone` is an admin's and may get one (on a sender thread)."""
     # Nothing here reaches the page: a refused or failed send only shows in the log, so the
     # answer cannot tell an admin's number, nor a provider outage, from anything else.
@@ -181,6 +184,7 @@ def _send_code_if_admin(store: Store, codes: CodeProvider, phone: str, channel: 
             and store.reserve_send(phone, SIGN_IN_SENDS_PER_HOUR, purpose=SIGN_IN) is not None
         ):
             codes.send(phone, channel, purpose=SIGN_IN)
+            metrics.code_sent(channel, SIGN_IN)
     except SendRefused:
         log.info("code provider refused another admin sign-in code for now")
     except ProviderError as error:
@@ -220,6 +224,8 @@ def _check_code(phone: str, code: str) -> Admin | None:
             phone, attempt, config["MAX_ATTEMPTS"], config["LOCKOUT_SECONDS"], SignInGuard
         )
         if until is not None:
+            # Only the attempt that locks gets a time back: one count per lockout.
+            services().metrics.lockout(SIGN_IN)
             _flash_locked(until)
         else:
             flash("That code is wrong or has expired. Check it, or send a new one.", "error")

@@ -341,7 +341,9 @@ def end_conference(conference_sid: str):
         return redirect(url_for("admin.live"))
     try:
         _ask_twilio(
-            "end conference", lambda: client.conferences(conference_sid).update(status="completed")
+            "end conference",
+            "conference_end",
+            lambda: client.conferences(conference_sid).update(status="completed"),
         )
     except ProviderError as error:
         log.error("could not end conference %s: %s", conference_sid, error)
@@ -367,11 +369,14 @@ def _change_member(call_sid: str, *, muted: bool | None):
         return redirect(url_for("admin.live"))
     participant = client.conferences(member.conference_sid).participants(call_sid)
     action = "remove" if muted is None else ("mute" if muted else "unmute")
+    operation = f"conference_{action}"
     try:
         if muted is None:
-            present = _ask_twilio(f"{action} participant", participant.delete)
+            present = _ask_twilio(f"{action} participant", operation, participant.delete)
         else:
-            present = _ask_twilio(f"{action} participant", lambda: participant.update(muted=muted))
+            present = _ask_twilio(
+                f"{action} participant", operation, lambda: participant.update(muted=muted)
+            )
     except ProviderError as error:
         log.error("could not %s %s: %s", action, call_sid, error)
         flash(f"Twilio did not {action} {who}: {error}. Try again.", "error")
@@ -388,12 +393,12 @@ def _change_member(call_sid: str, *, muted: bool | None):
     return redirect(url_for("admin.live"))
 
 
-def _ask_twilio(action: str, send: Callable[[], object]) -> bool:
+def _ask_twilio(action: str, operation: str, send: Callable[[], object]) -> bool:
     """Make one REST request; False if Twilio no longer knows the call or conference.
 
     Raise ProviderError for any other failure.
     """
-    with twilio_faults(action):
+    with twilio_faults(action, operation, services().metrics):
         try:
             send()
         except TwilioRestException as error:

@@ -1,7 +1,7 @@
 """The database: the only package that issues SQL. One module per aggregate, one `Store`.
 
 Each method of `Store` is one transaction. Webhooks and pages ask `Store` by what they need
-(`caller_at_line`, `record_failure`, `log_call`, ...); the modules say where each lives:
+(`caller_at_line`, `claim_attempt`, `log_call`, ...); the modules say where each lives:
 rooms.py (rooms, participants, the caller lookup), guards.py (failures, lockouts, send caps,
 codes), calls.py (the call log), live.py (conference members), admins.py, and models.py (tables).
 """

@@ -40,8 +40,8 @@ class CallLogStore(Database):
                 connection.execute(success_update(NumberGuard, note.phone))
             connection.execute(insert(CallLogEntry).values(note.row(outcome)))
 
-    def log_hang_up(self, call_sid: str, phone: str | None) -> bool:
-        """Log "hung up" for a call that ended at the code prompt; return whether it did.
+    def log_hang_up(self, call_sid: str, phone: str | None) -> CallNote | None:
+        """Log "hung up" for a call that ended at the code prompt; return the row's note if so.
 
         A call that was sent a code and has no outcome after it but wrong codes hung up while
         the line waited for digits; every other call already has its ending in the log.
@@ -58,13 +58,13 @@ class CallLogStore(Database):
                 )
             )
             if not reached_prompt or any(e.outcome not in _AT_THE_PROMPT for e in entries):
-                return False
+                return None
             last = entries[-1] if entries else None
             note = CallNote(
                 call_sid, phone, last.name if last else None, last.room if last else None
             )
             session.add(CallLogEntry(**note.row(Outcome.HUNG_UP)))
-            return True
+            return note
 
     def call_log(self, limit: int = 100) -> list[CallLogEntry]:
         with self._session() as session:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import delete, func, insert, select, update
 
 from ivr.store.database import Database
-from ivr.store.models import CallLogEntry, ConferenceMember, utcnow
+from ivr.store.models import CallLogEntry, ConferenceMember, Room, utcnow
 
 
 class LiveStore(Database):
@@ -105,6 +105,18 @@ class LiveStore(Database):
         )
         with self._session() as session:
             return list(session.scalars(stmt))
+
+    def live_callers(self) -> dict[str, int]:
+        """Return how many callers are in each room's conference now; every room, 0 included."""
+        in_conference = (
+            select(ConferenceMember.room, func.count())
+            .where(ConferenceMember.left_at.is_(None))
+            .group_by(ConferenceMember.room)
+        )
+        with self.engine.connect() as connection:
+            counts = {name: 0 for name in connection.scalars(select(Room.name))}
+            counts.update({room: count for room, count in connection.execute(in_conference)})
+        return counts
 
     def live_labels(self, room: str) -> set[str]:
         """Return the participant labels in the room's conference now."""

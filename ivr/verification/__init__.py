@@ -11,6 +11,7 @@ good only for its own purpose, so a code from one can never be used at, or repla
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import StrEnum
@@ -18,6 +19,8 @@ from typing import Literal, Protocol
 
 import requests
 from twilio.base.exceptions import TwilioException, TwilioRestException
+
+from ivr.metrics import ERROR, NO_METRICS, OK, REFUSED, TIMEOUT, Metrics
 
 Channel = Literal["sms", "call"]
 # What a code is for; the same names as the store's lockout kinds.
@@ -48,13 +51,29 @@ class CodeProvider(Protocol):
 
 
 @contextmanager
-def twilio_faults(action: str) -> Iterator[None]:
-    """Turn anything the twilio library or the network raises into ProviderError."""
+def twilio_faults(action: str, operation: str, metrics: Metrics = NO_METRICS) -> Iterator[None]:
+    """Turn anything the twilio library or the network raises into ProviderError.
+
+    Every Twilio REST request goes through here, so here it is counted and timed as
+    `operation`: ok (answers the caller code handles, such as Verify's 404, included), refused
+    (SendRefused: no more codes for this number now), timeout, or error.
+    """
+    started = time.perf_counter()
+    result = ERROR
     try:
         yield
+        result = OK
+    except SendRefused:
+        result = REFUSED
+        raise
     except TwilioRestException as error:
         raise ProviderError(
             f"{action}: Twilio answered {error.status} (code {error.code})"
         ) from None
+    except requests.Timeout as error:
+        result = TIMEOUT
+        raise ProviderError(f"{action}: {type(error).__name__}") from None
     except (TwilioException, requests.RequestException) as error:
         raise ProviderError(f"{action}: {type(error).__name__}") from None
+    finally:
+        metrics.provider_request(operation, result, time.perf_counter() - started)

@@ -19,6 +19,7 @@ from typing import Protocol
 from twilio.rest import Client
 
 from ivr import twiml
+from ivr.metrics import NO_METRICS, Metrics
 from ivr.store import Store, utcnow
 from ivr.verification import LINE, SIGN_IN, Channel, CheckResult, twilio_faults
 
@@ -70,18 +71,19 @@ def code_text(code: str, purpose: str = LINE) -> str:
 class TwilioDelivery:
     """Send codes from the line's number: a text message, or a call that reads them out."""
 
-    def __init__(self, client: Client, from_number: str) -> None:
+    def __init__(self, client: Client, from_number: str, metrics: Metrics = NO_METRICS) -> None:
         self._client = client
         self._from = from_number
+        self._metrics = metrics
 
     def deliver(self, phone: str, code: str, channel: Channel, purpose: str = LINE) -> None:
         if channel == "call":
-            with twilio_faults("code call"):
+            with twilio_faults("code call", "call_send", self._metrics):
                 self._client.calls.create(
                     to=phone, from_=self._from, twiml=str(twiml.read_code_aloud(code))
                 )
         else:
-            with twilio_faults("code text"):
+            with twilio_faults("code text", "message_send", self._metrics):
                 self._client.messages.create(
                     to=phone, from_=self._from, body=code_text(code, purpose)
                 )

@@ -9,6 +9,7 @@ from __future__ import annotations
 from twilio.base.exceptions import TwilioRestException
 from twilio.rest import Client
 
+from ivr.metrics import NO_METRICS, Metrics
 from ivr.verification import LINE, Channel, CheckResult, SendRefused, twilio_faults
 
 # Verify error codes that are about the caller's number, not an outage.
@@ -19,11 +20,12 @@ MAX_SEND_ATTEMPTS = 60203
 class TwilioVerify:
     """One Verify service; `purpose` is not sent, since the service itself stands for it."""
 
-    def __init__(self, client: Client, service_sid: str) -> None:
+    def __init__(self, client: Client, service_sid: str, metrics: Metrics = NO_METRICS) -> None:
         self._service = client.verify.v2.services(service_sid)
+        self._metrics = metrics
 
     def send(self, phone: str, channel: Channel = "sms", *, purpose: str = LINE) -> None:
-        with twilio_faults("Verify send"):
+        with twilio_faults("Verify send", "verify_send", self._metrics):
             try:
                 self._service.verifications.create(to=phone, channel=channel)
             except TwilioRestException as error:
@@ -32,7 +34,7 @@ class TwilioVerify:
                 raise
 
     def check(self, phone: str, code: str, *, purpose: str = LINE) -> CheckResult:
-        with twilio_faults("Verify check"):
+        with twilio_faults("Verify check", "verify_check", self._metrics):
             try:
                 check = self._service.verification_checks.create(to=phone, code=code)
             except TwilioRestException as error:
