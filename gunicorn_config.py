@@ -24,9 +24,35 @@ else:
 
 
 def on_starting(server) -> None:
-    """Start counting from zero: an operator's folder may hold an earlier run's files."""
+    """Start counting from zero, and say once what the line runs without."""
+    # An operator's folder may hold an earlier run's files.
     for stale in Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).glob("*.db"):
         stale.unlink()
+    _warn_once(server)
+
+
+def _warn_once(server) -> None:
+    """Log the app's start-up warnings here, in the master, instead of once per worker."""
+    from ivr.settings import STARTUP_WARNED, SettingsError, startup_warnings
+
+    try:
+        settings = _settings()
+    except SettingsError:
+        return  # every worker stops with the one line that names it
+    for warning in startup_warnings(settings):
+        server.log.warning(warning)
+    os.environ[STARTUP_WARNED] = "1"
+
+
+def _settings() -> dict:
+    from flask import Flask
+
+    from ivr.settings import read_sources, validate
+
+    raw = read_sources(Path.cwd(), dict(os.environ))
+    # Where create_app would put it: INSTANCE_PATH, or Flask's instance folder of the package.
+    instance = raw.get("INSTANCE_PATH") or Flask("ivr").instance_path
+    return validate(raw, Path(instance).resolve())
 
 
 def child_exit(server, worker) -> None:

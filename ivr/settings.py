@@ -25,6 +25,9 @@ class SettingsError(Exception):
     """A setting is missing or malformed; the message names it and says what to do."""
 
 
+# Set by the Procfile's gunicorn master (gunicorn_config.py) once it has logged the start-up
+# warnings itself, so that its workers, which each build the app, do not repeat them.
+STARTUP_WARNED = "IVR_STARTUP_WARNED"
 # Logged once as the app starts, and repeated by `admins add`, when the console cannot send codes.
 SIGN_IN_OFF = (
     "admin console sign-in is off: set TWILIO_PHONE_NUMBER or ADMIN_VERIFY_SERVICE_SID "
@@ -197,6 +200,11 @@ def _sign_in_sender(settings: dict[str, Any]) -> str | None:
     if settings["TWILIO_PHONE_NUMBER"]:
         return "builtin"  # texted or called from the line's number
     return None
+
+
+def startup_warnings(settings: dict[str, Any]) -> list[str]:
+    """Return what the operator starting the line should hear about optional parts left off."""
+    return [SIGN_IN_OFF] if settings["SIGN_IN_SENDER"] is None else []
 
 
 def database_url(url: str | None, instance_path: Path) -> str:

@@ -5,22 +5,24 @@ conferences under /admin.
 from __future__ import annotations
 
 import logging
+import os
 
 from flask import Flask
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 
 from ivr.admin import auth, console
-from ivr.settings import SIGN_IN_OFF
+from ivr.settings import STARTUP_WARNED, startup_warnings
 
 log = logging.getLogger(__name__)
 
 
 def init_app(app: Flask) -> None:
     """Register the console's blueprints and its sign-in rate limits."""
-    if app.config["SIGN_IN_SENDER"] is None:
-        # The line runs without it; say so once, where the operator starting it will look.
-        log.warning(SIGN_IN_OFF)
+    if not os.environ.get(STARTUP_WARNED):
+        # The line runs without these parts; say so once, where the operator starting it looks.
+        for warning in startup_warnings(app.config):
+            log.warning(warning)
     app.register_blueprint(auth.bp)
     app.register_blueprint(console.bp)
 
