@@ -9,10 +9,11 @@ from __future__ import annotations
 import logging
 import math
 import re
+import time
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
-from flask import Blueprint, Response, abort, current_app, request
+from flask import Blueprint, Response, abort, current_app, g, request
 from twilio.twiml.voice_response import VoiceResponse
 from werkzeug.exceptions import HTTPException
 
@@ -41,6 +42,12 @@ CONFERENCE_OUTCOMES = {
     "participant-leave": Outcome.CONFERENCE_LEAVE,
 }
 
+# Twilio's header on every webhook request; a retry of the same request carries the same token.
+IDEMPOTENCY_HEADER = "I-Twilio-Idempotency-Token"
+MAX_TOKEN_LENGTH = 128
+# A retry that overtakes the first request waits this long for its answer (Twilio's limit: 15 s).
+RETRY_WAIT_SECONDS = 10
+
 log = logging.getLogger(__name__)
 bp = Blueprint("voice", __name__)
 
@@ -51,6 +58,52 @@ def require_twilio_signature() -> None:
     if not is_signed_by_twilio(request, config["SIGNING_TOKEN"], config["PUBLIC_BASE_URL"]):
         log.warning("refused %s: missing or invalid X-Twilio-Signature", request.path)
         abort(403)
+
+
+@bp.before_request
+def answer_retries_once() -> Response | None:
+    """Give a request Twilio sends again (same idempotency token) the first answer, and no more.
+
+    Twilio retries a webhook it got no answer to in time; acting on it twice would count a wrong
+    code twice or send a second code. The token is claimed in the shared database, so a retry
+    that reaches another instance is caught too.
+    """
+    token = request.headers.get(IDEMPOTENCY_HEADER, "")
+    if not token or len(token) > MAX_TOKEN_LENGTH:
+        return None
+    seen = services().store.claim_webhook(token, request.path)
+    if seen is None:
+        g.webhook_token = token
+        return None
+    log.info("retry of an answered webhook: replaying its answer")
+    answer = seen.answer if seen.answer is not None else _wait_for_answer(token)
+    if answer is None:
+        # The first is still being answered, or died answering: end the call, act on nothing.
+        return _twiml(twiml.goodbye(twiml.APPLICATION_FAULT))
+    return Response(answer, status=200, mimetype="text/xml")
+
+
+@bp.after_request
+def keep_the_answer(response: Response) -> Response:
+    """Keep the answer to a claimed request, for its retries."""
+    token = g.pop("webhook_token", None)
+    if token is not None and response.status_code == 200:
+        try:
+            services().store.keep_answer(token, response.get_data(as_text=True))
+        except Exception:  # the caller's answer goes out; a retry then hears the apology
+            log.exception("could not keep the answer for a webhook retry")
+    return response
+
+
+def _wait_for_answer(token: str) -> str | None:
+    """Wait a little for the first request's answer, when a retry overtakes it."""
+    deadline = time.monotonic() + RETRY_WAIT_SECONDS
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        answer = services().store.answer_of(token)
+        if answer is not None:
+            return answer
+    return None
 
 
 @bp.errorhandler(Exception)

@@ -546,6 +546,36 @@ def test_with_redis_the_limit_holds_across_instances(make_app, fake_twilio):
     redis.Redis.from_url(url).flushdb()
 
 
+def test_with_redis_down_the_line_answers_and_sign_in_says_try_again(make_app, fake_twilio):
+    # Nothing listens on port 9: every Redis connection is refused.
+    app = make_app(ADMIN_SIGN_IN_FLOOR_SECONDS=0, REDIS_URL="redis://127.0.0.1:9/0")
+    seed_roster(app)
+    app.extensions["ivr"].store.add_admin(ADMIN, ADMIN_NAME)
+    line = app.test_client()
+
+    greeting = twiml_of(signed_post(line, "/voice", call_params(BLATHERS)))
+    app.extensions["ivr"].sender.wait_idle()
+    joined = signed_post(
+        line, "/gather", call_params(BLATHERS, Digits=fake_twilio.code_for(BLATHERS))
+    )
+    assert greeting.find("Gather") is not None
+    assert twiml_of(joined).find("Dial/Conference").text == "main"
+
+    console = app.test_client()
+    assert console.get("/admin/sign-in").status_code == 200
+    token = csrf_token(console)
+    refused = console.post("/admin/sign-in", data={"csrf_token": token, "phone": ADMIN})
+    assert refused.status_code == 503
+    page = refused.get_data(as_text=True)
+    assert "<h1>Try again shortly</h1>" in page
+    assert "Sign-in is unavailable for a moment. Please try again in a few minutes." in page
+    for step, data in [("send", {"channel": "sms"}), ("code", {"code": "123456"})]:
+        answer = console.post(f"/admin/sign-in/{step}", data={"csrf_token": token, **data})
+        assert answer.status_code in (302, 503)
+    app.extensions["ivr"].sender.wait_idle()
+    assert fake_twilio.sent("message", ADMIN) == []
+
+
 # -- sessions ----------------------------------------------------------------------------------
 
 

@@ -36,6 +36,11 @@ def init_app(app: Flask) -> None:
         strategy="moving-window",
         swallow_errors=True,
         in_memory_fallback_enabled=True,
+        # A Redis that stops answering must not hold a sign-in request for long.
+        storage_options={"socket_connect_timeout": 1, "socket_timeout": 1}
+        if app.config["REDIS_URL"]
+        else {},
     )
     limiter.init_app(app)
+    app.extensions["ivr_sign_in_limiter"] = limiter
     auth.apply_rate_limits(limiter, app)

@@ -101,6 +101,26 @@ def sign_in_needs_a_sender() -> Response | tuple[str, int] | None:
     return page, 200 if request.method == "GET" else 503
 
 
+@bp.before_request
+def sign_in_needs_its_rate_limits() -> tuple[str, int] | None:
+    """With REDIS_URL, refuse sign-in steps while Redis is down: the limits shared by every
+    instance are kept there, and per-instance limits would let a guesser try N times as often.
+    """
+    if request.method != "POST" or request.endpoint not in SIGN_IN_STEPS:
+        return None
+    if not current_app.config["REDIS_URL"]:
+        return None
+    if current_app.extensions["ivr_sign_in_limiter"].storage.check():
+        return None
+    log.error("sign-in refused: the rate-limit store at REDIS_URL does not answer")
+    page = render_template(
+        "admin/error.html",
+        title="Try again shortly",
+        message="Sign-in is unavailable for a moment. Please try again in a few minutes.",
+    )
+    return page, 503
+
+
 @bp.route("/sign-in", methods=["GET", "POST"])
 def sign_in():
     if _signed_in_admin() is not None:

@@ -3,7 +3,8 @@
 Each method of `Store` is one transaction. Webhooks and pages ask `Store` by what they need
 (`caller_at_line`, `claim_attempt`, `log_call`, ...); the modules say where each lives:
 rooms.py (rooms, participants, the caller lookup), guards.py (failures, lockouts, send caps,
-codes), calls.py (the call log), live.py (conference members), admins.py, and models.py (tables).
+codes), calls.py (the call log), live.py (conference members), admins.py, webhooks.py (Twilio's
+retries), and models.py (tables).
 """
 
 from __future__ import annotations
@@ -33,9 +34,10 @@ from ivr.store.models import (
     utcnow,
 )
 from ivr.store.rooms import CallerAtLine, Conflict, ParticipantRow, RoomStore
+from ivr.store.webhooks import SeenBefore, WebhookStore
 
 
-class Store(RoomStore, GuardStore, CallLogStore, LiveStore, AdminStore):
+class Store(RoomStore, GuardStore, CallLogStore, LiveStore, AdminStore, WebhookStore):
     """The line's database; each method is one transaction."""
 
 
@@ -63,6 +65,7 @@ __all__ = [
     "Room",
     "SendStatus",
     "SignInGuard",
+    "SeenBefore",
     "Store",
     "utcnow",
 ]

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 
-from sqlalchemy import Boolean, DateTime, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy import Boolean, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 DEFAULT_ROOM_NAME = "main"
@@ -214,3 +214,18 @@ class ConferenceMember(Base):
     # Kept after a leave until the conference ends: Twilio's events for one call can arrive out
     # of order on different workers, and a late join must not bring the caller back.
     left_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class WebhookAnswer(Base):
+    """A webhook request Twilio may send again (same I-Twilio-Idempotency-Token), and our answer.
+
+    Claimed before the request is answered, so that a retry arriving on any instance while the
+    first is still being answered changes nothing either; the answer is kept for replaying.
+    """
+
+    __tablename__ = "webhook_answers"
+
+    token: Mapped[str] = mapped_column(String(128), primary_key=True)
+    path: Mapped[str] = mapped_column(String(100))
+    answer: Mapped[str | None] = mapped_column(Text)  # None while the first is being answered
+    at: Mapped[datetime] = mapped_column(DateTime, index=True)
