@@ -82,7 +82,9 @@ class CodeSender:
         try:
             self._codes.send(pending.phone, "sms")
             self._metrics.code_sent("sms", LINE)
-            return  # the call log already says "code sent"
+            # The call log already says "code sent"; the send is marked done, not stuck.
+            self._store.send_done(pending.send_id)
+            return
         except SendRefused:
             log.info("code send refused: too many codes to this number")
             status, outcome = SendStatus.REFUSED, Outcome.SEND_LIMIT

@@ -33,7 +33,11 @@ SIX_DIGITS = re.compile(r"[0-9]{6}")
 UNSENT = {
     SendStatus.FAILED: twiml.PROVIDER_FAULT,
     SendStatus.REFUSED: twiml.SEND_LIMIT,
+    SendStatus.STUCK: twiml.PROVIDER_FAULT,
 }
+# A send not finished this long after TWILIO_TIMEOUT_SECONDS never will be (its worker died);
+# the margin covers sends queued behind others on the sender threads.
+STUCK_MARGIN_SECONDS = 10
 ENDED_CALL_STATUSES = {"completed", "canceled", "failed", "busy", "no-answer"}
 CONFERENCE_OUTCOMES = {
     "conference-start": Outcome.CONFERENCE_START,
@@ -131,7 +135,7 @@ def voice():
     if _is_locked(caller):
         return call.locked_out(caller, caller.locked_until)
     if caller.send_status in UNSENT:
-        return _twiml(twiml.goodbye(UNSENT[caller.send_status]))
+        return call.unsent(caller, caller.send_status)
     if caller.send_status is not None:
         # This call was sent its code already (/voice asked again): one code per call.
         return _twiml(twiml.welcome(caller.name, *_gather_urls()))
@@ -166,7 +170,7 @@ def gather():
     if _is_locked(caller):
         return call.locked_out(caller, caller.locked_until)
     if caller.send_status in UNSENT:
-        return _twiml(twiml.goodbye(UNSENT[caller.send_status]))
+        return call.unsent(caller, caller.send_status)
 
     config = current_app.config
     # Claimed before the check, so that a burst of guesses cannot all be checked at once.
@@ -269,9 +273,10 @@ def _track_live_members(event: str) -> str | None:
 
 def _no_input(call: _Call) -> Response:
     """The Gather heard nothing: ask again, without a new code, or say goodbye."""
-    status = services().store.send_status(call.call_sid) if call.call_sid else None
+    store = services().store
+    status = store.send_status(call.call_sid, _stuck_before()) if call.call_sid else None
     if status in UNSENT:
-        return _twiml(twiml.goodbye(UNSENT[status]))
+        return call.unsent(call.caller_at_line() if status == SendStatus.STUCK else None, status)
     reprompt = request.args.get("reprompt", default=1, type=int)
     if reprompt > twiml.MAX_REPROMPTS:
         call.log(Outcome.NO_INPUT, call.caller_at_line())
@@ -296,10 +301,21 @@ class _Call:
 
     def caller_at_line(self) -> CallerAtLine | None:
         """Return who the caller is on the dialled line; name its room in the log lines."""
-        caller = services().store.caller_at_line(self.phone, self.line, self.call_sid)
+        caller = services().store.caller_at_line(
+            self.phone, self.line, self.call_sid, _stuck_before()
+        )
         if caller is not None:
             name_room(caller.room)
         return caller
+
+    def unsent(self, caller: CallerAtLine | None, status: SendStatus) -> Response:
+        """Tell the caller their code never went out; a stuck send is recorded as failed."""
+        if status == SendStatus.STUCK:
+            log.error("code send never finished (its sender died or hangs)")
+            note = self.note(caller)
+            services().store.send_stuck(note)
+            services().metrics.call(Outcome.PROVIDER_ERROR, note.room)
+        return _twiml(twiml.goodbye(UNSENT[status]))
 
     def note(self, caller: CallerAtLine | None) -> CallNote:
         """Return what the call log says about this call and caller."""
@@ -338,6 +354,12 @@ class _Call:
 def _lockout_from_now() -> datetime:
     """Return when a lockout starting now would end: the other guesses in flight are settling it."""
     return utcnow() + timedelta(seconds=current_app.config["LOCKOUT_SECONDS"])
+
+
+def _stuck_before() -> datetime:
+    """Return when a send must have started to be stuck if it is still unfinished now."""
+    wait = current_app.config["TWILIO_TIMEOUT_SECONDS"] + STUCK_MARGIN_SECONDS
+    return utcnow() - timedelta(seconds=wait)
 
 
 def _is_locked(caller: CallerAtLine) -> bool:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import timedelta
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import select, text, update
 
 from ivr import twiml
-from ivr.store import CallLogEntry, NumberGuard
+from ivr.store import CallLogEntry, CallNote, CodeSend, NumberGuard
+from ivr.voice import STUCK_MARGIN_SECONDS
 from tests.conftest import (
     BLATHERS,
     MABEL,
@@ -751,3 +753,56 @@ def test_voice_asked_again_for_the_same_call_sends_no_second_code(app, client, f
     # A new call from the same number is a new call: it gets its own code.
     dial_in(client, BLATHERS, call_sid="CA" + "07" * 16)
     assert len(codes_sent(fake_twilio, BLATHERS)) == 2
+
+
+# -- a code stuck in "sending" -----------------------------------------------------------------
+
+
+def age_sends(app, seconds: float) -> None:
+    """Move every code send `seconds` into the past, as if the call had waited that long."""
+    store = app.extensions["ivr"].store
+    with store.engine.begin() as connection:
+        connection.execute(
+            update(CodeSend).values(sent_at=CodeSend.sent_at - timedelta(seconds=seconds))
+        )
+
+
+def stuck_age(app) -> float:
+    return app.config["TWILIO_TIMEOUT_SECONDS"] + STUCK_MARGIN_SECONDS + 1
+
+
+@pytest.mark.parametrize("step", ["digits", "no input"])
+def test_a_send_whose_sender_died_gets_the_apology_not_a_wait(app, client, fake_twilio, step):
+    store = app.extensions["ivr"].store
+    note = CallNote(call_params(BLATHERS)["CallSid"], BLATHERS, "Blathers", "main")
+    # What /voice records before it hands the send to a sender thread - which then died.
+    assert store.reserve_send(BLATHERS, 5, note) is not None
+    # Not stuck yet: still within the provider's timeout, the caller is asked again.
+    assert verbs(twiml_of(signed_post(client, "/gather", call_params(BLATHERS)))) == [
+        "Gather",
+        "Redirect",
+    ]
+
+    age_sends(app, stuck_age(app))
+    extra = {"Digits": "123456"} if step == "digits" else {}
+    root = twiml_of(signed_post(client, "/gather", call_params(BLATHERS, **extra)))
+
+    assert_goodbye(root, twiml.PROVIDER_FAULT)
+    assert outcomes(app) == ["provider error"]
+    assert failures(app, BLATHERS) == 0  # nothing was guessed
+    assert fake_twilio.requests == []
+    with store.engine.connect() as connection:
+        assert connection.scalars(select(CodeSend.status)).all() == ["failed"]
+    # The call's next step hears the same, and the log keeps one row.
+    assert_goodbye(dial_in(client, BLATHERS), twiml.PROVIDER_FAULT)
+    assert outcomes(app) == ["provider error"]
+
+
+def test_a_code_that_went_out_is_never_taken_for_stuck(app, client, fake_twilio):
+    dial_in(client, BLATHERS)
+    age_sends(app, stuck_age(app))
+
+    root = enter(client, BLATHERS, fake_twilio.code_for(BLATHERS))
+
+    assert root.find("Dial/Conference").text == "main"
+    assert outcomes(app) == ["code sent", "joined as participant"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Update, and_, case, delete, func, insert, or_, select, update
+from sqlalchemy import Select, Update, and_, case, delete, func, insert, or_, select, update
 
 from ivr.store.database import Database
 from ivr.store.models import (
@@ -184,12 +184,29 @@ class GuardStore(Database):
                 connection.execute(insert(CallLogEntry).values(note.row(Outcome.CODE_SENT)))
             return send_id
 
+    def send_done(self, send_id: int) -> None:
+        """Record that the provider took a send (what tells a slow send from a stuck one)."""
+        with self._writing() as connection:
+            connection.execute(
+                update(CodeSend)
+                .where(CodeSend.id == send_id, CodeSend.status == SendStatus.STARTED)
+                .values(status=SendStatus.SENT)
+            )
+
     def send_failed(
         self, send_id: int, status: SendStatus, outcome: Outcome, note: CallNote
     ) -> None:
         """Record that a send did not go out: its status, and the call's "code sent" row."""
+        self._record_unsent(CodeSend.id == send_id, status, outcome, note)
+
+    def send_stuck(self, note: CallNote) -> None:
+        """Record that the call's send never finished: failed, and "provider error" in the log."""
+        unfinished = and_(CodeSend.call_sid == note.call_sid, CodeSend.status == SendStatus.STARTED)
+        self._record_unsent(unfinished, SendStatus.FAILED, Outcome.PROVIDER_ERROR, note)
+
+    def _record_unsent(self, sends, status: SendStatus, outcome: Outcome, note: CallNote) -> None:
         with self._writing() as connection:
-            connection.execute(update(CodeSend).where(CodeSend.id == send_id).values(status=status))
+            connection.execute(update(CodeSend).where(sends).values(status=status))
             changed = connection.execute(
                 update(CallLogEntry)
                 .where(
@@ -201,15 +218,10 @@ class GuardStore(Database):
             if not changed:
                 connection.execute(insert(CallLogEntry).values(note.row(outcome)))
 
-    def send_status(self, call_sid: str) -> SendStatus | None:
-        """Return how the call's latest code send went, if it had one."""
+    def send_status(self, call_sid: str, stuck_before: datetime | None = None) -> SendStatus | None:
+        """Return how the call's latest code send went, if it had one (see `latest_send`)."""
         with self.engine.connect() as connection:
-            status = connection.scalar(
-                select(CodeSend.status)
-                .where(CodeSend.call_sid == call_sid)
-                .order_by(CodeSend.id.desc())
-                .limit(1)
-            )
+            status = connection.scalar(latest_send(call_sid, stuck_before))
         return SendStatus(status) if status else None
 
     def put_code(
@@ -270,3 +282,16 @@ def success_update(guard: Guard, phone: str) -> Update:
 
 def _one_less(column):
     return case((column > 0, column - 1), else_=0)
+
+
+def latest_send(call_sid: str | None, stuck_before: datetime | None) -> Select:
+    """Return a query for the status of the call's latest send.
+
+    A send still STARTED at `stuck_before` reads as STUCK: its sender died or hangs, and the
+    caller must not wait for a code that will never come.
+    """
+    status = CodeSend.status
+    if stuck_before is not None:
+        stuck = and_(CodeSend.status == SendStatus.STARTED, CodeSend.sent_at <= stuck_before)
+        status = case((stuck, SendStatus.STUCK.value), else_=CodeSend.status)
+    return select(status).where(CodeSend.call_sid == call_sid).order_by(CodeSend.id.desc()).limit(1)

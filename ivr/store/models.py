@@ -93,9 +93,12 @@ class NumberGuard(Base):
 
 
 class SendStatus(StrEnum):
-    STARTED = "started"  # handed to the provider; nothing more is written when it goes out
+    STARTED = "started"  # handed to a sender thread
+    SENT = "sent"  # the provider took it
     FAILED = "failed"  # the provider was down, slow or refusing
     REFUSED = "refused"  # the provider will send no more codes to this number for now
+    # Never stored: read for a send STARTED so long ago that its sender must have died.
+    STUCK = "stuck"
 
 
 class SignInGuard(Base):

@@ -11,9 +11,9 @@ from sqlalchemy import and_, delete, func, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from ivr.store.database import Database, anywhere, digits_only
+from ivr.store.guards import latest_send
 from ivr.store.models import (
     DEFAULT_ROOM_NAME,
-    CodeSend,
     NumberGuard,
     Participant,
     Role,
@@ -192,12 +192,17 @@ class RoomStore(Database):
         return lineless[1:]
 
     def caller_at_line(
-        self, phone: str, line: str | None, call_sid: str | None = None
+        self,
+        phone: str,
+        line: str | None,
+        call_sid: str | None = None,
+        stuck_before: datetime | None = None,
     ) -> CallerAtLine | None:
         """Find the dialled line's room, the caller in it, their guard and this call's code send.
 
         One query. The room is the one whose line number was dialled, else the room without a
-        line number. Returns None when there is no such room.
+        line number. Returns None when there is no such room. A send still unfinished at
+        `stuck_before` reads as STUCK.
         """
         room_id = (
             select(Room.id)
@@ -206,13 +211,7 @@ class RoomStore(Database):
             .limit(1)
             .scalar_subquery()
         )
-        send_status = (
-            select(CodeSend.status)
-            .where(CodeSend.call_sid == call_sid)
-            .order_by(CodeSend.id.desc())
-            .limit(1)
-            .scalar_subquery()
-        )
+        send_status = latest_send(call_sid, stuck_before).scalar_subquery()
         stmt = (
             select(
                 Room.name,
