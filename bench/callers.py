@@ -139,7 +139,11 @@ class Twilio:
         """POST a signed webhook to server number `server` and time the whole answer."""
         assert self._sessions is not None
         url = self.servers[server % len(self.servers)] + path
-        headers = {"X-Twilio-Signature": self.validator.compute_signature(url, params)}
+        headers = {
+            "X-Twilio-Signature": self.validator.compute_signature(url, params),
+            # Twilio sends one with every webhook request (the same one again with a retry).
+            "I-Twilio-Idempotency-Token": uuid.uuid4().hex,
+        }
         started = time.perf_counter()
         async with self._sessions[0].post(url, data=params, headers=headers) as response:
             body = await response.read()
