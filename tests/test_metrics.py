@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -32,7 +31,7 @@ from tests.conftest import (
     start_sign_in,
     twiml_of,
 )
-from tests.test_procfile import flask, procfile_command, twilio_posts
+from tests.test_procfile import flask, procfile_web, twilio_posts
 
 TOKEN = "metrics-token-for-tests-0123456789"
 CALL = "CA" + "c3" * 16
@@ -409,45 +408,8 @@ def workers(fake_twilio, database, tmp_path):
     }
     assert flask(environment, tmp_path, "init-db").returncode == 0
     assert flask(environment, tmp_path, "participants", "add", BLATHERS, "Blathers").returncode == 0
-    log = (tmp_path / "web.log").open("w")
-    process = subprocess.Popen(
-        ["sh", "-c", procfile_command("web")],
-        env=environment,
-        cwd=tmp_path,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{environment['PORT']}"
-    try:
-        _wait_healthy(base, process, tmp_path / "web.log")
-        yield base, temp, process
-    finally:
-        _stop(process)
-        log.close()
-
-
-def _stop(process: subprocess.Popen) -> None:
-    """Stop the server's process group (sh and gunicorn), as a Procfile runner does."""
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
-
-
-def _wait_healthy(base: str, process, log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(f"{base}/healthz", timeout=2).status_code == 200:
-                return
-        except requests.RequestException:
-            time.sleep(0.2)
-    os.killpg(process.pid, signal.SIGKILL)
-    raise AssertionError(log.read_text())
+    with procfile_web(environment, tmp_path) as web:
+        yield web, temp
 
 
 def _scrape_over_http(base: str) -> dict[str, dict[tuple, float]]:
@@ -464,7 +426,8 @@ def _worker_pids(folder: Path) -> set[int]:
 
 
 def test_the_procfile_server_sums_both_workers(workers):
-    base, temp, process = workers
+    web, temp = workers
+    base = web.base
     [folder] = temp.glob("ivr-metrics-*")  # made by gunicorn_config.py, none was set
 
     def stranger_calls(start: int, count: int) -> None:
@@ -490,18 +453,18 @@ def test_the_procfile_server_sums_both_workers(workers):
 
     # A worker that dies takes nothing with it: its counts stay in the sum.
     os.kill(min(pids), signal.SIGKILL)
-    _wait_healthy(base, process, temp.parent / "web.log")
+    web.wait_healthy()
     stranger_calls(made, 10)
     assert calls(_scrape_over_http(base)) == {("unknown number", "main"): made + 10}
 
 
 def test_the_procfile_server_cleans_up_its_metrics_folder(workers):
-    base, temp, process = workers
+    web, temp = workers
     [folder] = temp.glob("ivr-metrics-*")
-    assert twilio_posts(base, "/voice", call_params(STRANGER)).status_code == 200
+    assert twilio_posts(web.base, "/voice", call_params(STRANGER)).status_code == 200
     assert list(folder.glob("*.db"))
 
-    _stop(process)
+    web.stop()
     # sh is gone at once; gunicorn's master removes the folder as it exits, after its workers.
     deadline = time.monotonic() + 30
     while folder.exists() and time.monotonic() < deadline:

@@ -11,6 +11,7 @@ import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -73,45 +74,65 @@ def server(environment, tmp_path):
     assert flask(environment, tmp_path, "init-db").stdout == "Database ready.\n"
     added = flask(environment, tmp_path, "participants", "add", BLATHERS, "Blathers")
     assert added.returncode == 0, added.stderr
-    with procfile_web(environment, tmp_path) as base:
-        yield base
+    with procfile_web(environment, tmp_path) as web:
+        yield web.base
+
+
+@dataclass
+class WebProcess:
+    """The Procfile's web process, started by `procfile_web`."""
+
+    base: str
+    process: subprocess.Popen
+    log: Path
+
+    def wait_healthy(self) -> None:
+        """Wait until it answers /healthz (every worker may not have booted yet)."""
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"{self.base}/healthz", timeout=2).status_code == 200:
+                    return
+            except requests.RequestException:
+                # Not listening yet, or listening while its workers still boot.
+                time.sleep(0.2)
+        os.killpg(self.process.pid, signal.SIGKILL)
+        raise AssertionError(self.log.read_text())
+
+    def stop(self) -> None:
+        """Stop the process group (sh and gunicorn), as a Procfile runner does."""
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
 
 
 @contextmanager
-def procfile_web(environment: dict, cwd: Path) -> Iterator[str]:
-    """Run the Procfile's web process in `cwd` until it answers /healthz; yield its base URL."""
-    log = (cwd / "web.log").open("w")
-    process = subprocess.Popen(
-        ["sh", "-c", procfile_command("web")],
-        env=environment,
-        cwd=cwd,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        # Its own process group: stopping `sh` alone would leave gunicorn running.
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{environment['PORT']}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+def procfile_web(environment: dict, cwd: Path) -> Iterator[WebProcess]:
+    """Run the Procfile's web process in `cwd` until it answers /healthz; stop it after.
+
+    Its output, gunicorn's and the app's, goes to `cwd`/web.log.
+    """
+    log_path = cwd / "web.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            ["sh", "-c", procfile_command("web")],
+            env=environment,
+            cwd=cwd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            # Its own process group: stopping `sh` alone would leave gunicorn running.
+            start_new_session=True,
+        )
+        web = WebProcess(f"http://127.0.0.1:{environment['PORT']}", process, log_path)
         try:
-            if requests.get(f"{base}/healthz", timeout=2).status_code == 200:
-                break
-        except requests.RequestException:
-            # Not listening yet, or listening while its workers still boot.
-            time.sleep(0.2)
-    else:
-        os.killpg(process.pid, signal.SIGKILL)
-        raise AssertionError((cwd / "web.log").read_text())
-    try:
-        yield base
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
-        log.close()
+            web.wait_healthy()
+            yield web
+        finally:
+            web.stop()
 
 
 def twilio_posts(base, path, params, *, signed=True):

@@ -28,10 +28,10 @@ def line(request, environment, tmp_path, fake_twilio):  # noqa: F811 - the impor
         env["VERIFY_SERVICE_SID"] = VERIFY_SID
     assert flask(env, tmp_path, "init-db").returncode == 0
     assert flask(env, tmp_path, "participants", "add", BLATHERS, "Blathers").returncode == 0
-    with procfile_web(env, tmp_path) as base:
+    with procfile_web(env, tmp_path) as web:
         # Every check waits on the (fake) provider, as a real one does: the window a race needs.
         fake_twilio.latency = 0.05
-        yield base, request.param
+        yield web.base, request.param
         fake_twilio.latency = 0.0
 
 

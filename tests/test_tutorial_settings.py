@@ -10,9 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
-import subprocess
-import sys
 import time
 
 import pytest
@@ -33,10 +30,9 @@ from tests.conftest import (
     csrf_token,
     free_port,
     serving,
-    sign,
     signed_post,
 )
-from tests.test_procfile import ROOT, procfile_command
+from tests.test_procfile import ROOT, flask, procfile_web, twilio_posts
 
 TUTORIAL = {
     "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
@@ -206,17 +202,6 @@ def tutorial_environment(fake_twilio, database, tmp_path):
     }
 
 
-def flask(environment, cwd, *args) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "flask", "--app", "ivr", *args],
-        env=environment,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
 def test_init_db_admins_add_and_the_web_process_run_on_the_tutorials_settings(
     tutorial_environment, tmp_path, fake_twilio
 ):
@@ -235,19 +220,9 @@ def test_init_db_admins_add_and_the_web_process_run_on_the_tutorials_settings(
     assert SIGN_IN_OFF in lines[0]
     assert lines[1] == f"Warning: Nook cannot sign in yet: {SIGN_IN_OFF}."
 
-    log_path = tmp_path / "web.log"
-    with log_path.open("w") as log:
-        web = subprocess.Popen(
-            ["sh", "-c", procfile_command("web")],
-            env=tutorial_environment,
-            cwd=tmp_path,
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-            start_new_session=True,
-        )
-    base = f"http://127.0.0.1:{tutorial_environment['PORT']}"
-    try:
-        workers = wait_for_workers(base, log_path, web)
+    with procfile_web(tutorial_environment, tmp_path) as web:
+        workers = both_workers_booted(web)
+        base = web.base
 
         params = call_params(BLATHERS, to=DIALLED)
         welcome = twilio_posts(base, "/voice", params)
@@ -262,38 +237,20 @@ def test_init_db_admins_add_and_the_web_process_run_on_the_tutorials_settings(
         off = requests.get(f"{base}/admin/sign-in", timeout=10)
         assert off.status_code == 200
         assert "<strong>Sign-in is off.</strong>" in off.text
-    finally:
-        os.killpg(web.pid, signal.SIGTERM)
-        try:
-            web.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(web.pid, signal.SIGKILL)
-            web.wait(timeout=10)
 
-    stderr = log_path.read_text()
+    output = web.log.read_text()
     # Said once, by gunicorn's master, though both workers built the app.
     assert workers == 2
-    assert len(sign_in_warnings(stderr)) == 1, stderr
-    assert "Traceback" not in stderr
+    assert len(sign_in_warnings(output)) == 1, output
+    assert "Traceback" not in output
 
 
-def wait_for_workers(base: str, log_path, web: subprocess.Popen) -> int:
-    """Wait until the server answers and both workers have booted; return how many booted."""
+def both_workers_booted(web) -> int:
+    """Wait until both of the server's workers have booted; return how many did."""
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        stderr = log_path.read_text()
-        booted = stderr.count("Booting worker with pid")
+        booted = web.log.read_text().count("Booting worker with pid")
         if booted == 2:
-            try:
-                if requests.get(f"{base}/healthz", timeout=2).status_code == 200:
-                    return booted
-            except requests.RequestException:
-                pass  # listening, but a worker is still starting
+            return booted
         time.sleep(0.2)
-    os.killpg(web.pid, signal.SIGKILL)
-    raise AssertionError(log_path.read_text())
-
-
-def twilio_posts(base: str, path: str, params: dict) -> requests.Response:
-    headers = {"X-Twilio-Signature": sign(base + path, params)}
-    return requests.post(base + path, data=params, headers=headers, timeout=10)
+    raise AssertionError(web.log.read_text())
