@@ -35,7 +35,6 @@ class CallerAtLine:
     name: str | None
     role: Role | None
     locked_until: datetime | None
-    failures: int = 0
     send_status: SendStatus | None = None
 
 
@@ -219,7 +218,6 @@ class RoomStore(Database):
                 Participant.name,
                 Participant.role,
                 NumberGuard.locked_until,
-                NumberGuard.failures,
                 send_status,
             )
             .select_from(Room)
@@ -233,14 +231,13 @@ class RoomStore(Database):
             row = connection.execute(stmt).first()
         if row is None:
             return None
-        room, music, name, role, locked_until, failures, status = row
+        room, music, name, role, locked_until, status = row
         return CallerAtLine(
             room,
             music,
             name,
             Role(role) if role else None,
             locked_until,
-            failures or 0,
             SendStatus(status) if status else None,
         )
 
