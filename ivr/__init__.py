@@ -35,7 +35,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     from flask_wtf.csrf import CSRFProtect
 
-    from ivr import admin, cli, health, metrics, voice
+    from ivr import admin, cli, enrolment, health, metrics, voice
     from ivr.schema import SchemaError
     from ivr.services import build_services, seed_participants
 
@@ -64,6 +64,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         csrf.exempt(devphone_views.bp)
     csrf.init_app(app)
     admin.init_app(app)
+    enrolment.init_app(app, app.extensions["ivr_sign_in_limiter"])
     metrics.init_app(app, ivr.metrics)
     cli.register(app)
     if settings["PROXY_HOPS"]:

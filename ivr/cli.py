@@ -11,12 +11,20 @@ from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 from sqlalchemy.exc import SQLAlchemyError
 
-from ivr import roster, schema
-from ivr.devphone import LOCAL_LINE, Conferences, DevCall, InProcess, OverHttp
+from ivr import enrolment, roster, schema
+from ivr.devphone import (
+    LOCAL_LINE,
+    Conferences,
+    DevCall,
+    InProcess,
+    OverHttp,
+    authenticator_code,
+)
 from ivr.phones import international, parse_phone
 from ivr.services import seed_participants, services
 from ivr.settings import SIGN_IN_OFF
-from ivr.store import Role
+from ivr.store import DEFAULT_ROOM_NAME, CodeBy, NotEnrolled, Role
+from ivr.verification import ProviderError
 
 participants = AppGroup("participants", help="Manage who may join each room.")
 admins = AppGroup("admins", help="Manage who may sign in to the admin console at /admin.")
@@ -137,13 +145,55 @@ def db_revision(message: str) -> None:
 @click.argument("name")
 @click.option("--moderator", is_flag=True, help="Starts and ends the conference.")
 @click.option("--room", default="", help="Room name (default: main).")
-def add(phone: str, name: str, moderator: bool, room: str) -> None:
+@click.option(
+    "--code-by",
+    type=click.Choice([CodeBy.SMS.value, CodeBy.WHATSAPP.value]),
+    default=None,
+    help="How their codes come (default: as before; sms for someone new). An authenticator "
+    "app is set up by the participant: see `participants enrol`.",
+)
+def add(phone: str, name: str, moderator: bool, room: str, code_by: str | None) -> None:
     """Add PHONE (international format) as NAME, or update them if already listed."""
-    row = _valid(lambda: roster.participant(phone, name, "moderator" if moderator else "", room))
+    row = _valid(
+        lambda: roster.participant(
+            phone,
+            name,
+            "moderator" if moderator else "",
+            room,
+            code_by,
+            whatsapp_allowed=current_app.config["WHATSAPP_CODES"],
+        )
+    )
     store = _store()
+    before = {p.phone: p.code_by for p in store.participants(row.room)}.get(row.phone)
     store.add_participant(row)
     click.echo(f"{row.name} ({international(row.phone)}) is a {row.role.value} in {row.room}.")
+    if before == CodeBy.APP and row.code_by not in (None, CodeBy.APP):
+        click.echo(
+            f"Their authenticator app is reset: codes now go by "
+            f"{roster.CODE_BY_NAMES[row.code_by]}."
+        )
     _warn_unreachable(store, {row.room})
+
+
+@participants.command("enrol")
+@click.argument("phone")
+@click.option("--room", default="", help="Room name (default: main).")
+def enrol(phone: str, room: str) -> None:
+    """Text PHONE a single-use link to set up an authenticator app for their codes."""
+    number = _valid(lambda: roster.phone_from_text(phone))
+    room_name = " ".join(room.split()) or DEFAULT_ROOM_NAME
+    _store()
+    try:
+        name = enrolment.invite(number, room_name, in_background=False)
+    except enrolment.InviteError as error:
+        raise click.ClickException(str(error)) from None
+    except ProviderError as error:
+        raise click.ClickException(f"the invitation was not sent: {error}") from None
+    click.echo(
+        f"Sent {name} ({international(number)}) an invitation to set up an authenticator app; "
+        f"the link works once, for {enrolment.INVITE_HOURS} hours."
+    )
 
 
 @participants.command("list")
@@ -156,7 +206,8 @@ def list_(room: str | None) -> None:
         return
     for row in rows:
         marker = " (moderator)" if row.role == Role.MODERATOR else ""
-        click.echo(f"{row.room}\t{row.phone}\t{row.name}{marker}")
+        method = "" if row.code_by == CodeBy.SMS else f" [codes by {row.code_by.value}]"
+        click.echo(f"{row.room}\t{row.phone}\t{row.name}{marker}{method}")
 
 
 @participants.command("remove")
@@ -174,10 +225,16 @@ def remove(phone: str, room: str | None) -> None:
 @participants.command("import")
 @click.argument("file", type=click.File("r", encoding="utf-8-sig"))
 def import_(file) -> None:
-    """Add or update everyone in FILE (phone,name,role[,room]); any bad row changes nothing."""
-    rows = _valid(lambda: roster.read_csv(file.read()))
+    """Add or update everyone in FILE (phone,name,role[,room[,code_by]]); any bad row changes
+    nothing."""
+    text = file.read()
+    whatsapp = current_app.config["WHATSAPP_CODES"]
+    rows = _valid(lambda: roster.read_csv(text, whatsapp_allowed=whatsapp))
     store = _store()
-    count = store.import_participants(rows)
+    try:
+        count = store.import_participants(rows)
+    except NotEnrolled as error:
+        raise click.ClickException(str(error)) from None
     click.echo(f"Imported {count} participants.")
     _warn_unreachable(store, {row.room for row in rows})
 
@@ -289,6 +346,18 @@ def call(phone: str, line: str | None, url: str | None) -> None:
             click.echo(f"[SMS to {inbox_key}] {text}")
         shown = len(texts)
 
+    app_code_shown = None
+
+    def show_app_code() -> None:
+        """Show the caller's authenticator app, as the phone in their hand would (local mode)."""
+        nonlocal app_code_shown
+        code = authenticator_code(services(), inbox_key) if config["LOCAL_MODE"] else None
+        if code is not None and code != app_code_shown:
+            click.echo(
+                f"[Authenticator app of {inbox_key}] {code[:3]} {code[3:]} (a new code every 30 s)"
+            )
+            app_code_shown = code
+
     def hear(line_heard: str) -> None:
         click.echo(line_heard)
         show_new_texts()
@@ -299,9 +368,12 @@ def call(phone: str, line: str | None, url: str | None) -> None:
     first_prompt = True
     while not dev_call.ended:
         if dev_call.waiting_for_digits:
+            show_app_code()
             if first_prompt:
                 # The line sends the code while the greeting plays; give the text a moment.
-                show_new_texts(wait_seconds=5.0 if shown == 0 else 0.0)
+                # An app user is sent nothing: no text to wait for.
+                waiting = shown == 0 and app_code_shown is None
+                show_new_texts(wait_seconds=5.0 if waiting else 0.0)
                 first_prompt = False
             click.echo("Keypad (digits, then Enter; empty line = no input)> ", nl=False)
         else:

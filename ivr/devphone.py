@@ -22,6 +22,7 @@ from flask import Flask
 from twilio.request_validator import RequestValidator
 
 from ivr import twiml
+from ivr.authenticator import SecretUnreadable, current_code
 
 LOCAL_LINE = "+18005550100"
 
@@ -81,6 +82,21 @@ class OverHttp:
         if response.status_code != 200:
             raise LineError(f"the server's outbox answered {response.status_code}")
         return [message["text"] for message in response.json()["messages"]]
+
+
+def authenticator_code(found, phone: str) -> str | None:
+    """Return the code `phone`'s authenticator app shows now, or None if they have no app.
+
+    Local mode only: the dev phone stands in for the participant's phone, app included.
+    `found` is the app's services (ivr.services.Services).
+    """
+    sealed = found.store.app_secret_of(phone)
+    if sealed is None:
+        return None
+    try:
+        return current_code(found.apps.open(sealed), found.app_codes.clock())
+    except SecretUnreadable:
+        return None
 
 
 def _path_of(url: str) -> str:

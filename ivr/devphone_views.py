@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, abort, current_app, jsonify, render_template, request
 
-from ivr.devphone import LOCAL_LINE, DevCall, DevPhones, InProcess
+from ivr.devphone import LOCAL_LINE, DevCall, DevPhones, InProcess, authenticator_code
 from ivr.phones import parse_phone
 from ivr.services import services
 from ivr.signature import is_signed_by_twilio
@@ -80,6 +80,7 @@ def status():
     inbox = services().outbox.messages(phone) if phone else []
     return jsonify(
         inbox=[{"text": m.text, "channel": m.channel, "at": m.at.isoformat()} for m in inbox],
+        app_code=authenticator_code(services(), phone) if phone else None,
         conferences=_phones().conferences.snapshot(),
     )
 

@@ -1,4 +1,4 @@
-"""Participant rows from people: one number, or a CSV file of phone,name,role[,room].
+"""Participant rows from people: one number, or a CSV file of phone,name,role[,room[,code_by]].
 
 Shared by the command line and the admin console, so both accept and refuse the same input.
 """
@@ -10,9 +10,11 @@ import io
 from collections.abc import Iterable
 
 from ivr.phones import parse_phone
-from ivr.store import DEFAULT_ROOM_NAME, ParticipantRow, Role
+from ivr.store import DEFAULT_ROOM_NAME, CodeBy, ParticipantRow, Role
 
-CSV_COLUMNS = ["phone", "name", "role", "room"]
+CSV_COLUMNS = ["phone", "name", "role", "room", "code_by"]
+CODE_BY_NAMES = {CodeBy.SMS: "SMS", CodeBy.WHATSAPP: "WhatsApp", CodeBy.APP: "Authenticator app"}
+WHATSAPP_NEEDS_VERIFY = "whatsapp codes need Twilio Verify: set VERIFY_SERVICE_SID"
 MAX_NAME_LENGTH = 100
 # A spreadsheet runs a cell that starts with one of these as a formula (OWASP, CSV injection):
 # exports put a ' before it, which spreadsheets take as "this is text", and imports take it off.
@@ -35,8 +37,20 @@ def phone_from_text(raw: str) -> str:
     return phone
 
 
-def participant(phone: str, name: str, role: str = "", room: str = "") -> ParticipantRow:
-    """Return a validated row; blank role means participant, blank room the default room."""
+def participant(
+    phone: str,
+    name: str,
+    role: str = "",
+    room: str = "",
+    code_by: str | None = None,
+    *,
+    whatsapp_allowed: bool = False,
+) -> ParticipantRow:
+    """Return a validated row; blank role means participant, blank room the default room.
+
+    `code_by` None keeps the stored method; blank means sms. WhatsApp is refused unless
+    `whatsapp_allowed` (the line sends codes with Verify).
+    """
     clean_name = " ".join(name.split())
     if not clean_name:
         raise RosterError("the name is empty")
@@ -46,11 +60,26 @@ def participant(phone: str, name: str, role: str = "", room: str = "") -> Partic
     if role_text not in {r.value for r in Role}:
         raise RosterError(f"role {role.strip()!r} is not moderator or participant")
     room_name = " ".join(room.split()) or DEFAULT_ROOM_NAME
-    return ParticipantRow(phone_from_text(phone), clean_name, Role(role_text), room_name)
+    method = _code_by(code_by, whatsapp_allowed)
+    return ParticipantRow(phone_from_text(phone), clean_name, Role(role_text), room_name, method)
 
 
-def read_csv(text: str) -> list[ParticipantRow]:
-    """Parse a whole CSV file; raise RosterError naming the first bad row."""
+def _code_by(text: str | None, whatsapp_allowed: bool) -> CodeBy | None:
+    if text is None:
+        return None
+    name = text.strip().lower() or CodeBy.SMS
+    if name not in {c.value for c in CodeBy}:
+        raise RosterError(f"code_by {text.strip()!r} is not sms, whatsapp or app")
+    if name == CodeBy.WHATSAPP and not whatsapp_allowed:
+        raise RosterError(WHATSAPP_NEEDS_VERIFY)
+    return CodeBy(name)
+
+
+def read_csv(text: str, *, whatsapp_allowed: bool = False) -> list[ParticipantRow]:
+    """Parse a whole CSV file; raise RosterError naming the first bad row.
+
+    A file without the code_by column leaves everyone's method as it is stored.
+    """
     rows: list[ParticipantRow] = []
     seen: dict[tuple[str, str], int] = {}
     for line_number, raw_cells in enumerate(csv.reader(io.StringIO(text)), start=1):
@@ -59,12 +88,13 @@ def read_csv(text: str) -> list[ParticipantRow]:
             continue
         if line_number == 1 and cells[0].strip().lower() == "phone":
             continue
-        if not 2 <= len(cells) <= 4:
+        if not 2 <= len(cells) <= len(CSV_COLUMNS):
             raise RosterError(
-                f"row {line_number}: expected phone,name,role[,room], got {len(cells)} columns"
+                f"row {line_number}: expected phone,name,role[,room[,code_by]], "
+                f"got {len(cells)} columns"
             )
         try:
-            row = participant(*cells)
+            row = participant(*cells, whatsapp_allowed=whatsapp_allowed)
         except RosterError as error:
             raise RosterError(f"row {line_number}: {error}") from None
         key = (row.room, row.phone)
@@ -84,9 +114,9 @@ def write_csv(rows: Iterable[ParticipantRow], handle: io.TextIOBase) -> None:
     writer = csv.writer(handle, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     for row in rows:
-        writer.writerow(
-            [_text_cell(cell) for cell in (row.phone, row.name, row.role.value, row.room)]
-        )
+        code_by = (row.code_by or CodeBy.SMS).value
+        cells = (row.phone, row.name, row.role.value, row.room, code_by)
+        writer.writerow([_text_cell(cell) for cell in cells])
 
 
 def _text_cell(cell: str) -> str:

@@ -19,7 +19,7 @@ from typing import Any
 from ivr.logs import call_context
 from ivr.metrics import NO_METRICS, Metrics
 from ivr.store import CallNote, Outcome, SendStatus, Store
-from ivr.verification import LINE, CodeProvider, ProviderError, SendRefused
+from ivr.verification import LINE, Channel, CodeProvider, ProviderError, SendRefused
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,7 @@ class PendingSend:
     send_id: int
     phone: str
     note: CallNote
+    channel: Channel = "sms"
 
 
 class CodeSender:
@@ -80,8 +81,8 @@ class CodeSender:
 
     def _deliver_for_call(self, pending: PendingSend) -> None:
         try:
-            self._codes.send(pending.phone, "sms")
-            self._metrics.code_sent("sms", LINE)
+            self._codes.send(pending.phone, pending.channel)
+            self._metrics.code_sent(pending.channel, LINE)
             # The call log already says "code sent"; the send is marked done, not stuck.
             self._store.send_done(pending.send_id)
             return

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
+from datetime import timedelta
 
 from flask import current_app
 from twilio.rest import Client
 
+from ivr.authenticator import AuthenticatorApps
 from ivr.metrics import Metrics, build_metrics
 from ivr.sending import CodeSender
-from ivr.store import ParticipantRow, Role, Store
+from ivr.store import DEFAULT_ROOM_NAME, ParticipantRow, Role, Store, utcnow
 from ivr.twilio_client import build_client
 from ivr.verification import CodeProvider
-from ivr.verification.builtin import BuiltinCodes, ConsoleOutbox, TwilioDelivery
+from ivr.verification.app_codes import AppCodes
+from ivr.verification.builtin import BuiltinCodes, ConsoleOutbox, Delivery, TwilioDelivery
 from ivr.verification.twilio_verify import TwilioVerify
 
 
@@ -25,6 +29,9 @@ class Services:
     twilio: Client | None
     outbox: ConsoleOutbox | None
     metrics: Metrics
+    apps: AuthenticatorApps  # authenticator app secrets, sealed under SECRET_KEY
+    app_codes: AppCodes  # the line's check of authenticator app codes
+    texts: Delivery | None  # our own text messages (app invitations); None: no number to send from
 
 
 def build_services(settings: dict) -> Services:
@@ -48,6 +55,7 @@ def build_services(settings: dict) -> Services:
     codes: CodeProvider = builtin
     if twilio is not None and settings["VERIFY_SERVICE_SID"]:
         codes = TwilioVerify(twilio, settings["VERIFY_SERVICE_SID"], metrics)
+    apps = AuthenticatorApps(settings["SECRET_KEY"])
     sign_in_codes: CodeProvider | None = None
     if settings["SIGN_IN_SENDER"] == "builtin":
         sign_in_codes = builtin
@@ -63,6 +71,9 @@ def build_services(settings: dict) -> Services:
         twilio=twilio,
         outbox=outbox,
         metrics=metrics,
+        apps=apps,
+        app_codes=AppCodes(store, apps),
+        texts=delivery if settings["INVITE_TEXTS"] else None,
     )
 
 
@@ -72,9 +83,22 @@ def services() -> Services:
 
 
 def seed_participants(store: Store, settings: dict) -> int:
-    """Load the configured (or, in local mode, example) participants into an empty database."""
+    """Load the configured (or, in local mode, example) participants into an empty database.
+
+    Local mode's example authenticator app user is enrolled the way a participant enrolls
+    (an invitation, then its confirmation), so the dev phones can show their codes.
+    """
     rows = [
         ParticipantRow(phone, name, Role(role))
         for phone, name, role in settings["SEED_PARTICIPANTS"]
     ]
-    return store.seed(rows)
+    loaded = store.seed(rows)
+    if loaded:
+        apps = AuthenticatorApps(settings["SECRET_KEY"])
+        for phone in settings["SEED_APP_USERS"]:
+            # No link is ever sent for it: a random stand-in for a token's hash.
+            token = secrets.token_hex(32)
+            sealed = apps.seal(apps.new_secret())
+            if store.invite(phone, DEFAULT_ROOM_NAME, token, sealed, utcnow() + timedelta(hours=1)):
+                store.finish_enrolment(token, 0, utcnow())
+    return loaded

@@ -70,6 +70,8 @@ EXAMPLE_PARTICIPANTS = {
     "+18005554321": "Mabel",
     "+18005556789": "Tommy",
 }
+# The example participant who gets codes from an authenticator app (the dev phones show them).
+EXAMPLE_APP_USER = "+18005556789"
 
 _INT_RANGES = {
     "OTP_TTL_SECONDS": (1, 600),
@@ -144,6 +146,11 @@ def validate(raw: dict[str, Any], instance_path: Path) -> dict[str, Any]:
             "number, or set VERIFY_SERVICE_SID"
         )
     settings["SIGN_IN_SENDER"] = _sign_in_sender(settings)
+    # WhatsApp codes need Verify: business-initiated WhatsApp messages need approved templates.
+    settings["WHATSAPP_CODES"] = bool(verify_sid) and not local_mode
+    # Authenticator app invitations are text messages of our own: from the line's number, or
+    # to the console outbox in local mode.
+    settings["INVITE_TEXTS"] = local_mode or bool(settings["TWILIO_PHONE_NUMBER"])
 
     for name in ("TWILIO_API_URL", "PUBLIC_BASE_URL"):
         if settings[name]:
@@ -184,6 +191,10 @@ def validate(raw: dict[str, Any], instance_path: Path) -> dict[str, Any]:
             )
 
     settings["SEED_PARTICIPANTS"] = _seed_participants(settings, examples_allowed)
+    examples = examples_allowed and settings["KNOWN_PARTICIPANTS"] is None
+    settings["SEED_APP_USERS"] = (
+        [EXAMPLE_APP_USER] if examples and not settings["MODERATOR"] else []
+    )
     return settings
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from twilio.twiml.voice_response import Dial, Gather, VoiceResponse
 
-from ivr.store import Role
+from ivr.store import CodeBy, Role
 
 CODE_LENGTH = 6
 GATHER_TIMEOUT_SECONDS = 10
@@ -20,9 +20,20 @@ WITHHELD = (
 INVALID_NUMBER = "Sorry, this line cannot accept calls from your number. Goodbye."
 UNKNOWN_NUMBER = "Sorry, I don't recognize the number you're calling from."
 ASK_FOR_CODE = "Please enter the 6 digit code sent to your device."
+ASK_FOR_APP_CODE = "Please enter the 6 digit code from your authenticator app."
+ASK_FOR_WHATSAPP_CODE = "Please enter the 6 digit code we sent you on WhatsApp."
+# What a caller is asked for, by how their code reaches them.
+ASK_FOR = {
+    CodeBy.SMS: ASK_FOR_CODE,
+    CodeBy.APP: ASK_FOR_APP_CODE,
+    CodeBy.WHATSAPP: ASK_FOR_WHATSAPP_CODE,
+}
 NO_DIGITS = "I didn't receive any digits."
 NO_INPUT_GOODBYE = "I didn't receive a code. Goodbye."
 WRONG_CODE = "That code was incorrect. Please try again."
+USED_CODE = (
+    "That code has been used already. Please wait for your app to show a new code, then enter it."
+)
 EXPIRED_CODE = "That code has expired. Please call again for a new code. Goodbye."
 SEND_LIMIT = "Too many codes have been sent to this number. Please try again in an hour. Goodbye."
 PROVIDER_FAULT = (
@@ -61,8 +72,11 @@ def ask_for_code(message: str, gather_url: str, no_input_url: str) -> VoiceRespo
     return response
 
 
-def welcome(name: str, gather_url: str, no_input_url: str) -> VoiceResponse:
-    return ask_for_code(f"Welcome {name}. {ASK_FOR_CODE}", gather_url, no_input_url)
+def welcome(
+    name: str, gather_url: str, no_input_url: str, code_by: CodeBy = CodeBy.SMS
+) -> VoiceResponse:
+    """Greet a listed caller by name and ask for the code, saying where it comes from."""
+    return ask_for_code(f"Welcome {name}. {ASK_FOR[code_by]}", gather_url, no_input_url)
 
 
 def join_conference(

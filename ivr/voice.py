@@ -23,8 +23,8 @@ from ivr.phones import caller_phone, is_withheld, parse_phone
 from ivr.sending import PendingSend
 from ivr.services import services
 from ivr.signature import is_signed_by_twilio
-from ivr.store import CallerAtLine, CallNote, Outcome, Role, SendStatus, utcnow
-from ivr.verification import LINE, CheckResult, ProviderError
+from ivr.store import CallerAtLine, CallNote, CodeBy, Outcome, Role, SendStatus, utcnow
+from ivr.verification import LINE, Channel, CheckResult, ProviderError
 
 # Codes sent to one number in any hour, whichever provider sends them.
 SENDS_PER_HOUR = 5
@@ -38,6 +38,8 @@ UNSENT = {
 # A send not finished this long after TWILIO_TIMEOUT_SECONDS never will be (its worker died);
 # the margin covers sends queued behind others on the sender threads.
 STUCK_MARGIN_SECONDS = 10
+# The provider's channel for each method that is sent.
+CHANNELS: dict[CodeBy, Channel] = {CodeBy.SMS: "sms", CodeBy.WHATSAPP: "whatsapp"}
 ENDED_CALL_STATUSES = {"completed", "canceled", "failed", "busy", "no-answer"}
 CONFERENCE_OUTCOMES = {
     "conference-start": Outcome.CONFERENCE_START,
@@ -134,11 +136,14 @@ def voice():
         return _twiml(twiml.goodbye(twiml.UNKNOWN_NUMBER))
     if _is_locked(caller):
         return call.locked_out(caller, caller.locked_until)
+    if caller.code_by == CodeBy.APP:
+        return call.ask_for_app_code(caller)
+    by = _sent_by(caller)
     if caller.send_status in UNSENT:
         return call.unsent(caller, caller.send_status)
     if caller.send_status is not None:
         # This call was sent its code already (/voice asked again): one code per call.
-        return _twiml(twiml.welcome(caller.name, *_gather_urls()))
+        return _twiml(twiml.welcome(caller.name, *_gather_urls(by=by), by))
 
     note = call.note(caller)
     send_id = services().store.reserve_send(call.phone, SENDS_PER_HOUR, note)
@@ -149,8 +154,8 @@ def voice():
     log.info("outcome: %s", Outcome.CODE_SENT)
     services().metrics.call(Outcome.CODE_SENT, caller.room)
     # The greeting does not wait for Twilio: the code is sent while the caller hears it.
-    services().sender.send(PendingSend(send_id, call.phone, note))
-    return _twiml(twiml.welcome(caller.name, *_gather_urls()))
+    services().sender.send(PendingSend(send_id, call.phone, note, CHANNELS[by]))
+    return _twiml(twiml.welcome(caller.name, *_gather_urls(by=by), by))
 
 
 @bp.post("/gather")
@@ -169,7 +174,8 @@ def gather():
         return _twiml(twiml.goodbye(twiml.UNKNOWN_NUMBER))
     if _is_locked(caller):
         return call.locked_out(caller, caller.locked_until)
-    if caller.send_status in UNSENT:
+    by_app = caller.code_by == CodeBy.APP
+    if caller.send_status in UNSENT and not by_app:
         return call.unsent(caller, caller.send_status)
 
     config = current_app.config
@@ -179,7 +185,7 @@ def gather():
         return call.locked_out(caller, store.locked_until(call.phone) or _lockout_from_now())
     if SIX_DIGITS.fullmatch(digits):
         try:
-            result = services().codes.check(call.phone, digits)
+            result = _check_code(call, caller, digits)
         except ProviderError as error:
             store.give_back_attempt(call.phone)
             return call.provider_fault(caller, error)
@@ -214,8 +220,11 @@ def gather():
     if result == CheckResult.EXPIRED:
         call.log(Outcome.EXPIRED_CODE, caller)
         return _twiml(twiml.goodbye(twiml.EXPIRED_CODE))
+    if result == CheckResult.USED:
+        call.log(Outcome.USED_CODE, caller)
+        return _twiml(twiml.ask_for_code(twiml.USED_CODE, *_gather_urls(by=CodeBy.APP)))
     call.log(Outcome.WRONG_CODE, caller)
-    return _twiml(twiml.ask_for_code(twiml.WRONG_CODE, *_gather_urls()))
+    return _twiml(twiml.ask_for_code(twiml.WRONG_CODE, *_gather_urls(by=_asked_by(caller))))
 
 
 @bp.post("/conference/events")
@@ -281,8 +290,10 @@ def _no_input(call: _Call) -> Response:
     if reprompt > twiml.MAX_REPROMPTS:
         call.log(Outcome.NO_INPUT, call.caller_at_line())
         return _twiml(twiml.goodbye(twiml.NO_INPUT_GOODBYE))
-    message = f"{twiml.NO_DIGITS} {twiml.ASK_FOR_CODE}"
-    return _twiml(twiml.ask_for_code(message, *_gather_urls(reprompt + 1)))
+    # The method comes from our own redirect URL, which Twilio's signature covers.
+    by = _code_by(request.args.get("by"))
+    message = f"{twiml.NO_DIGITS} {twiml.ASK_FOR[by]}"
+    return _twiml(twiml.ask_for_code(message, *_gather_urls(reprompt + 1, by)))
 
 
 class _Call:
@@ -307,6 +318,19 @@ class _Call:
         if caller is not None:
             name_room(caller.room)
         return caller
+
+    def ask_for_app_code(self, caller: CallerAtLine) -> Response:
+        """Ask for the code the caller's authenticator app shows: nothing is sent."""
+        if not services().app_codes.can_check(caller.app_secret):
+            return self.provider_fault(
+                caller,
+                ProviderError(
+                    "the caller's authenticator app secret cannot be read "
+                    "(SECRET_KEY changed since they enrolled?): invite them to enrol again"
+                ),
+            )
+        self.log(Outcome.APP_CODE_ASKED, caller)
+        return _twiml(twiml.welcome(caller.name, *_gather_urls(by=CodeBy.APP), CodeBy.APP))
 
     def unsent(self, caller: CallerAtLine | None, status: SendStatus) -> Response:
         """Tell the caller their code never went out; a stuck send is recorded as failed."""
@@ -366,10 +390,47 @@ def _is_locked(caller: CallerAtLine) -> bool:
     return caller.locked_until is not None and caller.locked_until > utcnow()
 
 
-def _gather_urls(reprompt: int = 1) -> tuple[str, str]:
-    """Return the Gather's action and where to go when it hears nothing."""
+def _check_code(call: _Call, caller: CallerAtLine, digits: str) -> CheckResult:
+    """Check six digits where the caller's code comes from: their app, or the provider."""
+    if caller.code_by == CodeBy.APP:
+        return services().app_codes.check(caller.participant_id, caller.app_secret, digits)
+    return services().codes.check(call.phone, digits)
+
+
+def _sent_by(caller: CallerAtLine) -> CodeBy:
+    """Return how this caller's code is sent: WhatsApp only while Verify can send it."""
+    if caller.code_by != CodeBy.WHATSAPP:
+        return CodeBy.SMS
+    if current_app.config["WHATSAPP_CODES"]:
+        return CodeBy.WHATSAPP
+    # Verify was turned off after they were set to WhatsApp: a text beats no code at all.
+    log.warning("WhatsApp codes need VERIFY_SERVICE_SID: sending this caller's code by SMS")
+    return CodeBy.SMS
+
+
+def _asked_by(caller: CallerAtLine) -> CodeBy:
+    """Return where the caller's code comes from, for the prompt (without logging anything)."""
+    if caller.code_by == CodeBy.WHATSAPP and not current_app.config["WHATSAPP_CODES"]:
+        return CodeBy.SMS
+    return caller.code_by
+
+
+def _code_by(value: str | None) -> CodeBy:
+    try:
+        return CodeBy(value)
+    except ValueError:
+        return CodeBy.SMS
+
+
+def _gather_urls(reprompt: int = 1, by: CodeBy = CodeBy.SMS) -> tuple[str, str]:
+    """Return the Gather's action and where to go when it hears nothing.
+
+    The no-input URL says where the code comes from, so the re-prompt can say it again
+    without looking the caller up.
+    """
     prefix = _public_path_prefix()
-    return f"{prefix}/gather", f"{prefix}/gather?reprompt={reprompt}"
+    method = "" if by == CodeBy.SMS else f"&by={by.value}"
+    return f"{prefix}/gather", f"{prefix}/gather?reprompt={reprompt}{method}"
 
 
 def _public_path_prefix() -> str:

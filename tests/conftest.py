@@ -9,6 +9,7 @@ import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ from werkzeug.serving import make_server
 
 from ivr import create_app, schema
 from ivr.settings import database_url
-from ivr.store import Base, NumberGuard, Participant, ParticipantRow, Role
+from ivr.store import Base, NumberGuard, Participant, ParticipantRow, Role, utcnow
 from tests.fake_twilio import FakeTwilio
 
 ACCOUNT_SID = "AC" + "a1" * 16
@@ -119,6 +120,22 @@ def seed_roster(app) -> None:
             ParticipantRow(MABEL, "Mabel", Role.PARTICIPANT),
         ]
     )
+
+
+def enrol_app(app, phone: str, room: str = "main", *, step: int = 0) -> str:
+    """Give `phone` in `room` an authenticator app the way enrolment does; return its secret.
+
+    Through the store's own path: an invitation, then its confirmation with `step` used.
+    """
+    from ivr.enrolment import token_hash
+
+    found = app.extensions["ivr"]
+    secret = found.apps.new_secret()
+    token = f"test-token-{phone}-{room}"
+    expires = utcnow() + timedelta(hours=1)
+    assert found.store.invite(phone, room, token_hash(token), found.apps.seal(secret), expires)
+    assert found.store.finish_enrolment(token_hash(token), step, utcnow())
+    return secret
 
 
 @pytest.fixture(params=["builtin", "verify"])

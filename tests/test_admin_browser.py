@@ -6,14 +6,21 @@ Every page visited is saved as a PNG in tests/artifacts/ for review.
 
 from __future__ import annotations
 
-import pytest
+import re
 
+import pyotp
+import pytest
+from sqlalchemy import select
+
+from ivr.store import CodeBy, Participant
 from tests.conftest import (
     ACCOUNT_SID,
     ADMIN,
     ARTIFACTS,
     BLATHERS,
+    MABEL,
     call_params,
+    enrol_app,
     lock_out,
     signed_post,
 )
@@ -183,4 +190,62 @@ def test_an_admin_runs_the_line_from_the_browser(
     assert page.url == f"{live_server}/admin/sign-in"
     assert "You are signed out." in flash_text(page)
 
+    assert page.js_errors == []
+
+
+def sign_in_in_browser(page, base: str, fake) -> None:
+    page.goto(f"{base}/admin/sign-in")
+    page.get_by_label("Your phone number").fill(ADMIN)
+    page.get_by_role("button", name="Continue").click()
+    page.get_by_label("Text message (SMS)").check()
+    page.get_by_role("button", name="Send code").click()
+    page.get_by_label("Code").fill(fake.code_for(ADMIN, wait=5))
+    page.get_by_role("button", name="Sign in").click()
+    assert page.url == f"{base}/admin/"
+
+
+def edit_participant(page, name: str) -> None:
+    page.get_by_role("link", name="Rooms & participants").click()
+    page.get_by_role("link", name="main", exact=True).click()
+    page.get_by_role("row").filter(has_text=name).get_by_role("link", name="Edit").click()
+
+
+def test_an_admin_invites_and_resets_authenticator_apps(page, live_server, admin_app, fake_twilio):
+    store = admin_app.extensions["ivr"].store
+    enrol_app(admin_app, MABEL)
+    sign_in_in_browser(page, live_server, fake_twilio)
+
+    # Blathers is invited; the text holds a link to this server.
+    edit_participant(page, "Blathers")
+    page.get_by_role("button", name="Invite to an authenticator app").click()
+    assert "Sent Blathers (+1 800-555-9876) a text with a link" in flash_text(page)
+    shot(page, "20-invited")
+    admin_app.extensions["ivr"].sender.wait_idle()
+    [text] = fake_twilio.sent("message", BLATHERS)
+    link = re.search(rf"{live_server}/enrol/\S+", text["Body"]).group(0)
+
+    # Blathers opens it in the same browser, types the key into an app, confirms a code.
+    page.goto(link)
+    assert page.locator(".qr svg").is_visible()
+    shot(page, "21-enrol")
+    secret = page.locator("#secret").inner_text().replace(" ", "")
+    page.get_by_label("Code your app shows now").fill(pyotp.TOTP(secret).now())
+    page.get_by_role("button", name="Confirm").click()
+    assert page.get_by_role("heading", name="Your app is set up").is_visible()
+    assert {p.phone: p.code_by for p in store.participants("main")}[BLATHERS] == CodeBy.APP
+
+    # Mabel lost her phone: back to SMS, and her app's secret is gone.
+    page.goto(f"{live_server}/admin/")
+    edit_participant(page, "Mabel")
+    assert page.get_by_label("Codes by").input_value() == "app"
+    page.get_by_label("Codes by").select_option("sms")
+    page.get_by_role("button", name="Save").click()
+    assert "Their authenticator app is reset: codes now go by SMS." in flash_text(page)
+    row = page.get_by_role("row").filter(has_text="Mabel")
+    assert "SMS" in row.inner_text()
+    shot(page, "22-reset")
+    with store.engine.connect() as connection:
+        assert connection.execute(
+            select(Participant.code_by, Participant.app_secret).where(Participant.phone == MABEL)
+        ).one() == ("sms", None)
     assert page.js_errors == []

@@ -27,11 +27,17 @@ from tests.conftest import (
     BLATHERS,
     MABEL,
     MODERATOR,
+    VERIFY_SID,
     call_params,
     csrf_token,
+    enrol_app,
+    enter_code,
     lock_out,
     post_form,
+    seed_roster,
+    sign_in,
     signed_post,
+    start_sign_in,
 )
 
 CONFERENCE = "CF" + "d4" * 16
@@ -283,13 +289,13 @@ def test_csv_export_is_what_import_reads(admin_client, admin_app):
     assert response.mimetype == "text/csv"
     assert response.headers["Content-Disposition"] == 'attachment; filename="participants.csv"'
     assert text_of(response) == (
-        "phone,name,role,room\n"
-        "'+18005551234,Isabelle,moderator,main\n"
-        "'+18005559876,Blathers,participant,main\n"
-        "'+18005554321,Mabel,participant,main\n"
+        "phone,name,role,room,code_by\n"
+        "'+18005551234,Isabelle,moderator,main,sms\n"
+        "'+18005559876,Blathers,participant,main,sms\n"
+        "'+18005554321,Mabel,participant,main,sms\n"
     )
     one_room = admin_client.get("/admin/participants/export.csv?room=nowhere")
-    assert text_of(one_room) == "phone,name,role,room\n"
+    assert text_of(one_room) == "phone,name,role,room,code_by\n"
 
 
 def test_the_console_export_writes_formulas_as_text_and_imports_them_back(admin_client, admin_app):
@@ -303,8 +309,14 @@ def test_the_console_export_writes_formulas_as_text_and_imports_them_back(admin_
     exported = text_of(admin_client.get("/admin/participants/export.csv"))
 
     rows = list(csv.reader(io.StringIO(exported)))
-    assert rows[2] == ["'+18005559876", '\'=HYPERLINK("http://evil","x")', "participant", "main"]
-    assert rows[3] == ["'+18005554321", "'@SUM(1+1)", "participant", "main"]
+    assert rows[2] == [
+        "'+18005559876",
+        '\'=HYPERLINK("http://evil","x")',
+        "participant",
+        "main",
+        "sms",
+    ]
+    assert rows[3] == ["'+18005554321", "'@SUM(1+1)", "participant", "main", "sms"]
     assert not [cell for row in rows for cell in row if cell.startswith(FORMULA_STARTS)]
     store.remove_participant(BLATHERS)
     store.remove_participant(MABEL)
@@ -623,3 +635,174 @@ def test_a_join_that_arrives_after_its_leave_does_not_bring_the_caller_back(admi
 
     conference_event(admin_app, "participant-leave", CALL_BLATHERS, ParticipantLabel="Blathers")
     assert store.live_members() == []
+
+
+# -- code methods ------------------------------------------------------------------------------
+
+
+def code_method(app, phone) -> tuple[str, bool]:
+    with store_of(app).engine.connect() as connection:
+        code_by, secret = connection.execute(
+            select(Participant.code_by, Participant.app_secret).where(Participant.phone == phone)
+        ).one()
+    return code_by, secret is not None
+
+
+def test_the_room_shows_each_method_and_the_edit_form_offers_what_the_line_can_do(
+    admin_client, admin_app
+):
+    enrol_app(admin_app, MABEL)
+    room = main_room(admin_app)
+
+    page = text_of(admin_client.get(f"/admin/rooms/{room.id}"))
+    rows = re.findall(r"<tr>\s*<td>(\w+)</td>.*?</tr>", page, re.S)
+    cells = {
+        name: re.search(
+            rf"<td>{name}</td>.*?<td>([\w ]+)</td>\s*<td class=\"row-actions\">", page, re.S
+        ).group(1)
+        for name in rows
+    }
+    assert cells == {"Isabelle": "SMS", "Blathers": "SMS", "Mabel": "Authenticator app"}
+
+    # Built-in codes: no WhatsApp, and the app only as Mabel's current value.
+    blathers = text_of(admin_client.get(f"/admin/rooms/{room.id}/participants/{BLATHERS}/edit"))
+    mabel = text_of(admin_client.get(f"/admin/rooms/{room.id}/participants/{MABEL}/edit"))
+    assert re.findall(r'<option [^>]*value="(\w+)"', blathers) == [
+        "participant",
+        "moderator",
+        "sms",
+    ]
+    assert re.findall(r'<option [^>]*value="(\w+)"', mabel) == [
+        "participant",
+        "moderator",
+        "sms",
+        "app",
+    ]
+    assert "Invite to an authenticator app" in blathers
+
+
+def test_whatsapp_and_app_cannot_be_chosen_where_the_line_cannot_honour_them(
+    admin_client, admin_app
+):
+    room = main_room(admin_app)
+    path = f"/admin/rooms/{room.id}/participants/{BLATHERS}/edit"
+    base = {"phone": BLATHERS, "name": "Blathers", "role": "participant"}
+
+    whatsapp = post_form(admin_client, path, {**base, "code_by": "whatsapp"})
+    app_chosen = post_form(admin_client, path, {**base, "code_by": "app"})
+
+    assert whatsapp.status_code == app_chosen.status_code == 400
+    assert "WhatsApp codes need Twilio Verify: set VERIFY_SERVICE_SID." in text_of(whatsapp)
+    assert "Only the participant can set up an authenticator app" in text_of(app_chosen)
+    assert code_method(admin_app, BLATHERS) == ("sms", False)
+
+
+def test_whatsapp_is_chosen_in_the_console_with_verify(make_app, fake_twilio):
+    app = make_app(VERIFY_SERVICE_SID=VERIFY_SID, ADMIN_SIGN_IN_FLOOR_SECONDS=0)
+    seed_roster(app)
+    store_of(app).add_admin(ADMIN, "Tom Nook")
+    client = app.test_client()
+    sign_in(client, fake_twilio)
+    room = main_room(app)
+    path = f"/admin/rooms/{room.id}/participants/{BLATHERS}/edit"
+
+    response = post_form(
+        client,
+        path,
+        {"phone": BLATHERS, "name": "Blathers", "role": "participant", "code_by": "whatsapp"},
+        token_from=path,
+    )
+
+    assert response.status_code == 302
+    assert code_method(app, BLATHERS) == ("whatsapp", False)
+    assert "WhatsApp</td>" in text_of(client.get(f"/admin/rooms/{room.id}"))
+
+
+def test_resetting_an_app_participant_deletes_the_secret(admin_client, admin_app):
+    enrol_app(admin_app, MABEL)
+    room = main_room(admin_app)
+    path = f"/admin/rooms/{room.id}/participants/{MABEL}/edit"
+    flashes(admin_client)
+
+    kept = post_form(
+        admin_client,
+        path,
+        {"phone": MABEL, "name": "Mabel N.", "role": "participant", "code_by": "app"},
+    )
+    assert kept.status_code == 302
+    assert code_method(admin_app, MABEL) == ("app", True)
+    assert flashes(admin_client) == ["Mabel N. (+1 800-555-4321) saved."]
+
+    reset = post_form(
+        admin_client,
+        path,
+        {"phone": MABEL, "name": "Mabel", "role": "participant", "code_by": "sms"},
+    )
+
+    assert reset.status_code == 302
+    assert code_method(admin_app, MABEL) == ("sms", False)
+    assert flashes(admin_client) == [
+        "Mabel (+1 800-555-4321) saved. Their authenticator app is reset: codes now go by SMS."
+    ]
+
+
+def test_the_invite_button_texts_the_link(admin_client, admin_app, fake_twilio):
+    room = main_room(admin_app)
+    path = f"/admin/rooms/{room.id}/participants/{BLATHERS}"
+    flashes(admin_client)
+
+    response = post_form(admin_client, path + "/invite", token_from=path + "/edit")
+    admin_app.extensions["ivr"].sender.wait_idle()
+
+    assert response.status_code == 302
+    assert response.location == path + "/edit"
+    assert flashes(admin_client) == [
+        "Sent Blathers (+1 800-555-9876) a text with a link to set up an authenticator app. "
+        "It works once, for 24 hours; codes go as before until they finish."
+    ]
+    [text] = fake_twilio.sent("message", BLATHERS)
+    assert re.search(r"http://localhost/enrol/[A-Za-z0-9_-]{43} ", text["Body"])
+    assert code_method(admin_app, BLATHERS) == ("sms", False)  # until they confirm
+
+
+def test_without_a_number_to_text_from_the_invite_button_is_off(make_app, fake_twilio):
+    app = make_app(
+        VERIFY_SERVICE_SID=VERIFY_SID,
+        ADMIN_VERIFY_SERVICE_SID="VA" + "e5" * 16,
+        TWILIO_PHONE_NUMBER=None,
+        ADMIN_SIGN_IN_FLOOR_SECONDS=0,
+    )
+    seed_roster(app)
+    store_of(app).add_admin(ADMIN, "Tom Nook")
+    client = app.test_client()
+    start_sign_in(client)
+    enter_code(client, fake_twilio.code_for(ADMIN))
+    flashes(client)
+    room = main_room(app)
+    path = f"/admin/rooms/{room.id}/participants/{BLATHERS}"
+
+    page = text_of(client.get(path + "/edit"))
+    response = post_form(client, path + "/invite", token_from=path + "/edit")
+
+    assert re.search(r"<button [^>]*disabled[^>]*>Invite to an authenticator app</button>", page)
+    assert "set TWILIO_PHONE_NUMBER to send them" in page
+    assert response.status_code == 302
+    assert flashes(client) == [
+        "No invitation was sent: invitations are text messages from the line's number: "
+        "set TWILIO_PHONE_NUMBER."
+    ]
+    assert fake_twilio.sent("message") == []
+
+
+def test_an_import_asking_for_the_app_imports_nothing(admin_client, admin_app):
+    flashes(admin_client)
+    csv_text = f"{TOMMY},Tommy,participant,main,sms\n{BLATHERS},Blathers,participant,main,app\n"
+
+    response = post_form(admin_client, "/admin/participants/import/apply", {"csv_text": csv_text})
+
+    assert response.status_code == 302
+    assert flashes(admin_client) == [
+        f"Nothing was imported: {BLATHERS} has no authenticator app: send them an invitation "
+        "to enrol instead."
+    ]
+    assert TOMMY not in [p for p, _, _ in roster(admin_app)]

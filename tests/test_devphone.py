@@ -6,11 +6,14 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from ivr import create_app
+from ivr.authenticator import STEP_SECONDS, current_code, matching_step
+from ivr.store import CodeBy
 from tests.conftest import ACCOUNT_SID, ARTIFACTS, AUTH_TOKEN, SECRET_KEY, create_tables, serving
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -285,3 +288,87 @@ def test_a_moderator_alone_waits_for_someone_else(tmp_path):
     phone.type("")
     output = phone.finish()
     assert "(Hold music: conference main starts when someone else joins.)" in output
+
+
+# -- Tommy uses an authenticator app -----------------------------------------------------------
+
+TOMMY = "+18005556789"
+
+
+def app_codes_now(app) -> set[str]:
+    """Tommy's app's code now, and one step either side (a step may turn between two reads)."""
+    found = app.extensions["ivr"]
+    secret = found.apps.open(found.store.app_secret_of(TOMMY))
+    now = time.time()
+    return {current_code(secret, now + offset) for offset in (-STEP_SECONDS, 0, STEP_SECONDS)}
+
+
+def test_local_mode_enrols_tommy_for_an_authenticator_app(local_app):
+    store = local_app.extensions["ivr"].store
+    methods = {p.phone: p.code_by for p in store.participants()}
+    assert methods == {
+        "+18005551234": CodeBy.SMS,
+        "+18005559876": CodeBy.SMS,
+        "+18005554321": CodeBy.SMS,
+        TOMMY: CodeBy.APP,
+    }
+    # Sealed under the instance's SECRET_KEY, and open with it.
+    assert len(local_app.extensions["ivr"].apps.open(store.app_secret_of(TOMMY))) == 32
+
+
+def test_terminal_phone_shows_tommys_app_code_and_he_joins_with_it(tmp_path):
+    instance = tmp_path / "instance"
+    phone = Phone(tmp_path, instance, TOMMY)
+
+    phone.read_until(KEYPAD)
+    shown = re.search(r"\[Authenticator app of \+18005556789\] (\d{3}) (\d{3})", phone.output)
+    code = shown.group(1) + shown.group(2)
+    phone.type(code)
+    phone.read_until("Press Enter to hang up.")
+    phone.type("")
+    output = phone.finish()
+
+    lines = output.splitlines()
+    assert lines[:4] == [
+        "Calling +18005550100 as +18005556789 ...",
+        "Line: Welcome Tommy. Please enter the 6 digit code from your authenticator app.",
+        f"[Authenticator app of +18005556789] {code[:3]} {code[3:]} (a new code every 30 s)",
+        KEYPAD + code,
+    ]
+    assert "*** Joined conference main as participant." in lines
+    assert "[SMS to" not in output
+    app = create_app({"INSTANCE_PATH": str(instance)})
+    found = app.extensions["ivr"]
+    secret = found.apps.open(found.store.app_secret_of(TOMMY))
+    assert matching_step(secret, code) is not None
+    app.extensions["ivr"].store.dispose()
+
+
+def test_the_browser_phone_status_shows_an_app_code_only_for_app_users(local_app):
+    client = local_app.test_client()
+
+    tommy = client.get("/dev/phone/status?phone=%2B18005556789").get_json()
+    blathers = client.get("/dev/phone/status?phone=%2B18005559876").get_json()
+
+    assert tommy["app_code"] in app_codes_now(local_app)
+    assert blathers["app_code"] is None
+
+
+def test_browser_phone_tommy_joins_with_the_code_his_app_shows(browser, live_server):
+    errors: list[str] = []
+    context = browser.new_context(viewport={"width": 1100, "height": 800})
+    page = open_phone(context, live_server, errors)
+
+    page.select_option("#caller", TOMMY)
+    page.click("#dial")
+    # The app panel shows as soon as Tommy is chosen (his app runs whether he calls or not);
+    # the line's question arrives with the call.
+    page.wait_for_selector("#app-panel:not([hidden])")
+    page.wait_for_selector("#transcript >> text=code from your authenticator app")
+    code = page.inner_text("#app-code").replace(" ", "")
+    for digit in code:
+        page.click(f'.key[data-key="{digit}"]')
+    page.wait_for_selector("#transcript li.end >> text=Joined conference main")
+    assert page.inner_text("#inbox") == "No messages."
+    page.screenshot(path=str(ARTIFACTS / "devphone-app-code.png"), full_page=True)
+    assert errors == []

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import create_engine, inspect, text
 
 from ivr import schema
-from ivr.store import Base, SignInGuard
+from ivr.store import Base, CodeBy, SignInGuard
 
 LEGACY = Path(__file__).parent / "legacy"
 HEAD = schema.head()
@@ -271,6 +271,28 @@ def test_downgrade_one_step_and_upgrade_again_keeps_the_rows(empty_app):
 
 
 def test_the_previous_head_upgrades_with_its_rows(empty_app):
+    """Revision 0004 adds how participants get codes: everyone listed keeps getting SMS."""
+    engine = old_database(empty_app)
+    make_pre_migration_database(engine)
+    assert schema.upgrade(engine, PREVIOUS).after == PREVIOUS == "0003"
+    before = all_rows(engine)
+
+    assert flask_db(empty_app, "upgrade").exit_code == 0
+
+    assert schema.current(engine) == HEAD == "0004"
+    assert all_rows(engine) == before
+    with engine.connect() as connection:
+        methods = connection.execute(
+            text("SELECT phone, code_by, app_secret, app_last_step FROM participants ORDER BY id")
+        ).all()
+        assert connection.scalar(text("SELECT count(*) FROM enrolments")) == 0
+    assert methods == [("+18005551234", "sms", None, None), ("+18005559876", "sms", None, None)]
+    store = empty_app.extensions["ivr"].store
+    caller = store.caller_at_line("+18005559876", "+18005550123")
+    assert (caller.name, caller.code_by, caller.app_secret) == ("Blathers", CodeBy.SMS, None)
+
+
+def test_revision_0002_starts_existing_guards_with_no_checks_in_flight(empty_app):
     """Revision 0002 adds guards' count of checks in flight: existing guards start at 0."""
     engine = old_database(empty_app)
     make_pre_migration_database(engine)

@@ -551,6 +551,8 @@ def test_an_unreachable_provider_is_spoken(make_app, provider):
 def test_an_unexpected_fault_is_spoken_never_a_500(builtin_app, fake_twilio):
     store = builtin_app.extensions["ivr"].store
     with store.engine.begin() as connection:
+        # Enrolments point at participants; PostgreSQL refuses to drop a table others reference.
+        connection.execute(text("DROP TABLE enrolments"))
         connection.execute(text("DROP TABLE participants"))
 
     root = dial_in(builtin_app.test_client(), BLATHERS)

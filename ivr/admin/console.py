@@ -15,6 +15,7 @@ from flask import (
     Blueprint,
     Response,
     abort,
+    current_app,
     flash,
     redirect,
     render_template,
@@ -23,7 +24,7 @@ from flask import (
 )
 from twilio.base.exceptions import TwilioRestException
 
-from ivr import roster
+from ivr import enrolment, roster
 from ivr.admin import auth, pages
 from ivr.admin.forms import (
     ApplyImportForm,
@@ -36,7 +37,16 @@ from ivr.admin.forms import (
 )
 from ivr.phones import international
 from ivr.services import services
-from ivr.store import LOCKOUT_KINDS, Conflict, Outcome, ParticipantRow, Room, utcnow
+from ivr.store import (
+    LOCKOUT_KINDS,
+    CodeBy,
+    Conflict,
+    NotEnrolled,
+    Outcome,
+    ParticipantRow,
+    Room,
+    utcnow,
+)
 from ivr.verification import ProviderError, twilio_faults
 
 log = logging.getLogger(__name__)
@@ -52,6 +62,11 @@ pages.set_up(bp)
 
 CALLS_PER_PAGE = 50
 NEEDS_TWILIO = "Live control needs Twilio credentials; the line is running in local mode."
+
+
+@bp.context_processor
+def _names() -> dict:
+    return {"code_by_names": roster.CODE_BY_NAMES}
 
 
 @bp.app_template_filter("phone")
@@ -177,23 +192,65 @@ def room(room_id: int):
 @bp.route("/rooms/<int:room_id>/participants/<phone>/edit", methods=["GET", "POST"])
 def edit_participant(room_id: int, phone: str):
     room = _room_or_404(room_id)
-    current = next((p for p in services().store.participants(room.name) if p.phone == phone), None)
-    if current is None:
-        abort(404)
+    current = _participant_or_404(room, phone)
     form = ParticipantForm(
-        data={"phone": current.phone, "name": current.name, "role": current.role.value}
+        data={
+            "phone": current.phone,
+            "name": current.name,
+            "role": current.role.value,
+            "code_by": current.code_by.value,
+        }
     )
+    form.code_by.choices = _code_by_choices(current.code_by)
     if form.validate_on_submit():
-        row = _participant_row(form, room)
+        row = _participant_row(form, room, form.code_by.data)
         if row is not None:
             try:
                 services().store.update_participant(phone, row)
             except Conflict as error:
                 form.phone.errors.append(f"{error}.")
+            except NotEnrolled:
+                form.code_by.errors.append(
+                    "Only the participant can set up an authenticator app: send them an "
+                    "invitation below."
+                )
             else:
-                flash(f"{row.name} ({international(row.phone)}) saved.", "success")
+                saved = f"{row.name} ({international(row.phone)}) saved."
+                if current.code_by == CodeBy.APP and row.code_by != CodeBy.APP:
+                    saved += (
+                        " Their authenticator app is reset: codes now go by "
+                        f"{roster.CODE_BY_NAMES[row.code_by]}."
+                    )
+                flash(saved, "success")
                 return redirect(url_for("admin.room", room_id=room_id))
-    return _form_page("admin/participant_form.html", form, room=room, participant=current)
+    return _form_page(
+        "admin/participant_form.html",
+        form,
+        room=room,
+        participant=current,
+        button=ButtonForm(),
+        invites=current_app.config["INVITE_TEXTS"],
+    )
+
+
+@bp.post("/rooms/<int:room_id>/participants/<phone>/invite")
+def invite_participant(room_id: int, phone: str):
+    """Text the participant a link to set up an authenticator app themselves."""
+    room = _room_or_404(room_id)
+    _participant_or_404(room, phone)
+    if ButtonForm().validate_on_submit():
+        try:
+            name = enrolment.invite(phone, room.name)
+        except enrolment.InviteError as error:
+            flash(f"No invitation was sent: {error}.", "error")
+        else:
+            flash(
+                f"Sent {name} ({international(phone)}) a text with a link to set up an "
+                f"authenticator app. It works once, for {enrolment.INVITE_HOURS} hours; "
+                "codes go as before until they finish.",
+                "success",
+            )
+    return redirect(url_for("admin.edit_participant", room_id=room_id, phone=phone))
 
 
 @bp.post("/rooms/<int:room_id>/participants/<phone>/remove")
@@ -232,7 +289,11 @@ def apply_import():
     if form.validate_on_submit():
         rows = _parsed_csv(form.csv_text.data)
         if rows is not None:
-            count = services().store.import_participants(rows)
+            try:
+                count = services().store.import_participants(rows)
+            except NotEnrolled as error:
+                flash(f"Nothing was imported: {error}.", "error")
+                return redirect(url_for("admin.import_participants"))
             flash(f"Imported {count} participant{'s' if count != 1 else ''}.", "success")
             return redirect(url_for("admin.rooms"))
     else:
@@ -418,12 +479,41 @@ def _room_or_404(room_id: int) -> Room:
     return room
 
 
-def _participant_row(form: ParticipantForm, room: Room) -> ParticipantRow | None:
+def _participant_or_404(room: Room, phone: str) -> ParticipantRow:
+    found = next((p for p in services().store.participants(room.name) if p.phone == phone), None)
+    if found is None:
+        abort(404)
+    return found
+
+
+def _code_by_choices(current: CodeBy) -> dict[str, str]:
+    """Offer what the line can honour now, and always what the participant has."""
+    offered = [CodeBy.SMS]
+    if current_app.config["WHATSAPP_CODES"] or current == CodeBy.WHATSAPP:
+        offered.append(CodeBy.WHATSAPP)
+    if current == CodeBy.APP:
+        offered.append(CodeBy.APP)  # kept or left; never chosen here
+    return {method.value: roster.CODE_BY_NAMES[method] for method in offered}
+
+
+def _participant_row(
+    form: ParticipantForm, room: Room, code_by: str | None = None
+) -> ParticipantRow | None:
     """Validate with the same rules as the command line; put problems on the form."""
     try:
-        return roster.participant(form.phone.data, form.name.data, form.role.data, room.name)
+        return roster.participant(
+            form.phone.data,
+            form.name.data,
+            form.role.data,
+            room.name,
+            code_by,
+            whatsapp_allowed=current_app.config["WHATSAPP_CODES"],
+        )
     except roster.RosterError as error:
-        form.name.errors.append(str(error).capitalize() + ".")
+        if str(error) == roster.WHATSAPP_NEEDS_VERIFY:
+            form.code_by.errors.append("WhatsApp codes need Twilio Verify: set VERIFY_SERVICE_SID.")
+        else:
+            form.name.errors.append(str(error).capitalize() + ".")
         return None
 
 
@@ -432,7 +522,7 @@ def _parsed_csv(text: str | None) -> list[ParticipantRow] | None:
         flash("Nothing was imported: the file is not UTF-8 text.", "error")
         return None
     try:
-        return roster.read_csv(text)
+        return roster.read_csv(text, whatsapp_allowed=current_app.config["WHATSAPP_CODES"])
     except roster.RosterError as error:
         flash(f"Nothing was imported: {error}.", "error")
         return None

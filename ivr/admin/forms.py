@@ -60,9 +60,9 @@ class ChannelForm(FlaskForm):
     )
 
 
-class CodeForm(FlaskForm):
-    code = StringField(
-        "Code",
+def _six_digits(label: str) -> StringField:
+    return StringField(
+        label,
         validators=[Regexp(r"^\s*[0-9]{6}\s*$", message="Enter the 6 digits of your code.")],
         render_kw={
             "autocomplete": "one-time-code",
@@ -72,6 +72,16 @@ class CodeForm(FlaskForm):
             "autofocus": True,
         },
     )
+
+
+class CodeForm(FlaskForm):
+    code = _six_digits("Code")
+
+
+class AppCodeForm(FlaskForm):
+    """The enrolment page's confirmation (ivr/enrolment.py): a code from the new app."""
+
+    code = _six_digits("Code your app shows now")
 
 
 class RoomForm(FlaskForm):
@@ -115,6 +125,13 @@ class ParticipantForm(FlaskForm):
             Role.MODERATOR.value: "Moderator - starts and ends the conference",
         },
         default=Role.PARTICIPANT.value,
+    )
+    # Offered on the edit page only, with the choices the line can honour (see console.py).
+    code_by = SelectField(
+        "Codes by",
+        choices={},
+        validate_choice=False,
+        description="How this participant gets the code when they call.",
     )
 
 

@@ -74,6 +74,11 @@ function renderInbox(messages) {
   }));
 }
 
+function renderAppCode(code) {
+  $("app-panel").hidden = !code;
+  $("app-code").textContent = code ? `${code.slice(0, 3)} ${code.slice(3)}` : "";
+}
+
 function renderConferences(conferences) {
   const panel = $("conferences");
   if (!conferences.length) {
@@ -104,6 +109,7 @@ async function refreshStatus() {
   const phone = encodeURIComponent(state.caller || $("caller").value);
   const status = await api("GET", `/dev/phone/status?phone=${phone}`);
   renderInbox(status.inbox);
+  renderAppCode(status.app_code);
   renderConferences(status.conferences);
   if (state.callId) render(await api("GET", `/dev/phone/calls/${state.callId}`));
 }

@@ -3,14 +3,15 @@
 Each method of `Store` is one transaction. Webhooks and pages ask `Store` by what they need
 (`caller_at_line`, `claim_attempt`, `log_call`, ...); the modules say where each lives:
 rooms.py (rooms, participants, the caller lookup), guards.py (failures, lockouts, send caps,
-codes), calls.py (the call log), live.py (conference members), admins.py, webhooks.py (Twilio's
-retries), and models.py (tables).
+codes), enrolments.py (authenticator apps), calls.py (the call log), live.py (conference
+members), admins.py, webhooks.py (Twilio's retries), and models.py (tables).
 """
 
 from __future__ import annotations
 
 from ivr.store.admins import AdminStore
 from ivr.store.calls import CallLogPage, CallLogStore, CallNote
+from ivr.store.enrolments import EnrolmentStore, PendingEnrolment
 from ivr.store.guards import GuardStore, Lockout
 from ivr.store.live import LiveStore
 from ivr.store.models import (
@@ -20,8 +21,10 @@ from ivr.store.models import (
     Admin,
     Base,
     CallLogEntry,
+    CodeBy,
     CodeSend,
     ConferenceMember,
+    Enrolment,
     Guard,
     NumberGuard,
     OneTimeCode,
@@ -33,11 +36,13 @@ from ivr.store.models import (
     SignInGuard,
     utcnow,
 )
-from ivr.store.rooms import CallerAtLine, Conflict, ParticipantRow, RoomStore
+from ivr.store.rooms import CallerAtLine, Conflict, NotEnrolled, ParticipantRow, RoomStore
 from ivr.store.webhooks import SeenBefore, WebhookStore
 
 
-class Store(RoomStore, GuardStore, CallLogStore, LiveStore, AdminStore, WebhookStore):
+class Store(
+    RoomStore, GuardStore, CallLogStore, LiveStore, AdminStore, WebhookStore, EnrolmentStore
+):
     """The line's database; each method is one transaction."""
 
 
@@ -51,16 +56,20 @@ __all__ = [
     "CallLogPage",
     "CallNote",
     "CallerAtLine",
+    "CodeBy",
     "CodeSend",
     "ConferenceMember",
     "Conflict",
+    "Enrolment",
     "Guard",
     "Lockout",
+    "NotEnrolled",
     "NumberGuard",
     "OneTimeCode",
     "Outcome",
     "Participant",
     "ParticipantRow",
+    "PendingEnrolment",
     "Role",
     "Room",
     "SendStatus",

@@ -9,7 +9,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 
-from sqlalchemy import Boolean, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 DEFAULT_ROOM_NAME = "main"
@@ -25,13 +34,23 @@ class Role(StrEnum):
     PARTICIPANT = "participant"
 
 
+class CodeBy(StrEnum):
+    """How a participant gets their code for the line."""
+
+    SMS = "sms"  # a text message to the number they call from
+    WHATSAPP = "whatsapp"  # a WhatsApp message, through Verify
+    APP = "app"  # an authenticator app (TOTP); set only by self-enrolment
+
+
 class Outcome(StrEnum):
     """What happened on a call, as the call log records it."""
 
     CODE_SENT = "code sent"
+    APP_CODE_ASKED = "asked for app code"
     JOINED_MODERATOR = "joined as moderator"
     JOINED_PARTICIPANT = "joined as participant"
     WRONG_CODE = "wrong code"
+    USED_CODE = "used code"
     EXPIRED_CODE = "expired code"
     LOCKED_OUT = "locked out"
     SEND_LIMIT = "send limit reached"
@@ -75,8 +94,31 @@ class Participant(Base):
     phone: Mapped[str] = mapped_column(String(20), index=True)
     name: Mapped[str] = mapped_column(String(100))
     role: Mapped[str] = mapped_column(String(20), default=Role.PARTICIPANT)
+    code_by: Mapped[str] = mapped_column(String(16), default=CodeBy.SMS, server_default="sms")
+    # The authenticator app's TOTP secret, encrypted with a key derived from SECRET_KEY
+    # (ivr.authenticator): a database dump alone gives no codes. Set only with code_by "app".
+    app_secret: Mapped[str | None] = mapped_column(Text)
+    # The last 30-second time step accepted from the app: each code is good once.
+    app_last_step: Mapped[int | None] = mapped_column(BigInteger)
 
     room: Mapped[Room] = relationship(back_populates="participants")
+
+
+class Enrolment(Base):
+    """A pending invitation to set up an authenticator app, sent to the participant by SMS.
+
+    The link's token is the credential, so only its hash is kept. The secret is made when the
+    invitation is sent and moves to the participant when they confirm a code from their app.
+    """
+
+    __tablename__ = "enrolments"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    participant_id: Mapped[int] = mapped_column(
+        ForeignKey("participants.id", ondelete="CASCADE"), index=True
+    )
+    app_secret: Mapped[str] = mapped_column(Text)  # encrypted like Participant.app_secret
+    expires_at: Mapped[datetime] = mapped_column(DateTime)
 
 
 class NumberGuard(Base):

@@ -14,6 +14,7 @@ from ivr.store.database import Database, anywhere, digits_only
 from ivr.store.guards import latest_send
 from ivr.store.models import (
     DEFAULT_ROOM_NAME,
+    CodeBy,
     NumberGuard,
     Participant,
     Role,
@@ -26,6 +27,10 @@ class Conflict(ValueError):
     """A change would break a uniqueness rule; the message names what is taken."""
 
 
+class NotEnrolled(ValueError):
+    """A participant would get codes from an authenticator app they never set up."""
+
+
 @dataclass(frozen=True)
 class CallerAtLine:
     """Who a caller is on the dialled line: the room, and their entry in it if any."""
@@ -36,6 +41,9 @@ class CallerAtLine:
     role: Role | None
     locked_until: datetime | None
     send_status: SendStatus | None = None
+    code_by: CodeBy = CodeBy.SMS
+    participant_id: int | None = None
+    app_secret: str | None = None  # encrypted (ivr.authenticator); only with code_by "app"
 
 
 @dataclass(frozen=True)
@@ -44,6 +52,8 @@ class ParticipantRow:
     name: str
     role: Role
     room: str = DEFAULT_ROOM_NAME
+    # How they get codes. None on a row to store: keep what is stored (sms for someone new).
+    code_by: CodeBy | None = None
 
 
 class RoomStore(Database):
@@ -113,7 +123,10 @@ class RoomStore(Database):
         self.import_participants([row])
 
     def import_participants(self, rows: Iterable[ParticipantRow]) -> int:
-        """Add or update every row in one transaction: all of them, or none."""
+        """Add or update every row in one transaction: all of them, or none.
+
+        Raise NotEnrolled if a row asks for "app" for someone with no authenticator app.
+        """
         count = 0
         with self._session.begin() as session:
             rooms: dict[str, Room] = {}
@@ -126,11 +139,13 @@ class RoomStore(Database):
                     )
                 )
                 if existing is None:
-                    session.add(
-                        Participant(room_id=room.id, phone=row.phone, name=row.name, role=row.role)
+                    existing = Participant(
+                        room_id=room.id, phone=row.phone, name=row.name, role=row.role
                     )
+                    session.add(existing)
                 else:
                     existing.name, existing.role = row.name, row.role
+                _set_code_by(existing, row.code_by)
                 session.flush()
                 count += 1
         return count
@@ -139,7 +154,9 @@ class RoomStore(Database):
         self, room: str | None = None, search: str | None = None
     ) -> list[ParticipantRow]:
         """List participants, of one room if given, whose name or number contains `search`."""
-        stmt = select(Participant.phone, Participant.name, Participant.role, Room.name).join(Room)
+        stmt = select(
+            Participant.phone, Participant.name, Participant.role, Room.name, Participant.code_by
+        ).join(Room)
         if room is not None:
             stmt = stmt.where(Room.name == room)
         if search:
@@ -150,12 +167,16 @@ class RoomStore(Database):
             stmt = stmt.where(or_(*matches))
         stmt = stmt.order_by(Room.name, Participant.role, Participant.name, Participant.phone)
         with self._session() as session:
-            return [ParticipantRow(p, n, Role(r), rm) for p, n, r, rm in session.execute(stmt)]
+            return [
+                ParticipantRow(p, n, Role(r), rm, CodeBy(c))
+                for p, n, r, rm, c in session.execute(stmt)
+            ]
 
     def update_participant(self, old_phone: str, row: ParticipantRow) -> bool:
         """Replace `old_phone`'s entry in `row.room` with `row`; return False if it is gone.
 
-        Raise Conflict if the new number is already listed in the room.
+        Raise Conflict if the new number is already listed in the room, NotEnrolled if the row
+        asks for "app" for someone with no authenticator app.
         """
         try:
             with self._session.begin() as session:
@@ -167,6 +188,7 @@ class RoomStore(Database):
                 if entry is None:
                     return False
                 entry.phone, entry.name, entry.role = row.phone, row.name, row.role
+                _set_code_by(entry, row.code_by)
         except IntegrityError:
             raise Conflict(f"{row.phone} is already in room {row.room}") from None
         return True
@@ -219,6 +241,9 @@ class RoomStore(Database):
                 Participant.role,
                 NumberGuard.locked_until,
                 send_status,
+                Participant.code_by,
+                Participant.id,
+                Participant.app_secret,
             )
             .select_from(Room)
             .outerjoin(
@@ -231,7 +256,7 @@ class RoomStore(Database):
             row = connection.execute(stmt).first()
         if row is None:
             return None
-        room, music, name, role, locked_until, status = row
+        room, music, name, role, locked_until, status, code_by, participant_id, secret = row
         return CallerAtLine(
             room,
             music,
@@ -239,6 +264,9 @@ class RoomStore(Database):
             Role(role) if role else None,
             locked_until,
             SendStatus(status) if status else None,
+            CodeBy(code_by) if code_by else CodeBy.SMS,
+            participant_id,
+            secret,
         )
 
     @contextmanager
@@ -263,3 +291,18 @@ class RoomStore(Database):
             session.add(room)
             session.flush()
         return room
+
+
+def _set_code_by(entry: Participant, code_by: CodeBy | None) -> None:
+    """Give `entry` the method `code_by` asks for; leaving the app deletes its secret.
+
+    "app" is only ever kept, never granted: an app is set up by the participant's enrolment.
+    """
+    if code_by is None or code_by == entry.code_by:
+        return
+    if code_by == CodeBy.APP:
+        raise NotEnrolled(
+            f"{entry.phone} has no authenticator app: send them an invitation to enrol instead"
+        )
+    entry.code_by = code_by
+    entry.app_secret = entry.app_last_step = None

@@ -22,7 +22,9 @@ from twilio.base.exceptions import TwilioException, TwilioRestException
 
 from ivr.metrics import ERROR, NO_METRICS, OK, REFUSED, TIMEOUT, Metrics
 
-Channel = Literal["sms", "call"]
+# How a code reaches the caller; "whatsapp" only through Verify, which holds the approved
+# message template that a business-initiated WhatsApp message needs.
+Channel = Literal["sms", "call", "whatsapp"]
 # What a code is for; the same names as the store's lockout kinds.
 LINE = "line"
 SIGN_IN = "sign-in"
@@ -32,6 +34,7 @@ class CheckResult(StrEnum):
     APPROVED = "approved"
     WRONG = "wrong"
     EXPIRED = "expired"  # also: used, never sent, or checked too often
+    USED = "used"  # an authenticator app's code (time step) that was accepted once already
 
 
 class ProviderError(Exception):

@@ -30,6 +30,9 @@ class Delivery(Protocol):
     def deliver(self, phone: str, code: str, channel: Channel, purpose: str = LINE) -> None:
         """Get `code` to `phone`; raise ProviderError if that failed."""
 
+    def text(self, phone: str, body: str) -> None:
+        """Send `body` to `phone` as a text message; raise ProviderError if that failed."""
+
 
 class BuiltinCodes:
     def __init__(self, store: Store, secret_key: str, ttl_seconds: int, delivery: Delivery):
@@ -83,10 +86,14 @@ class TwilioDelivery:
                     to=phone, from_=self._from, twiml=str(twiml.read_code_aloud(code))
                 )
         else:
-            with twilio_faults("code text", "message_send", self._metrics):
-                self._client.messages.create(
-                    to=phone, from_=self._from, body=code_text(code, purpose)
-                )
+            self._text(phone, code_text(code, purpose), "code text")
+
+    def text(self, phone: str, body: str) -> None:
+        self._text(phone, body, "text message")
+
+    def _text(self, phone: str, body: str, action: str) -> None:
+        with twilio_faults(action, "message_send", self._metrics):
+            self._client.messages.create(to=phone, from_=self._from, body=body)
 
 
 @dataclass(frozen=True)
@@ -112,7 +119,12 @@ class ConsoleOutbox:
         self.echo = True
 
     def deliver(self, phone: str, code: str, channel: Channel, purpose: str = LINE) -> None:
-        message = OutboxMessage(phone, channel, code_text(code, purpose))
+        self._keep(OutboxMessage(phone, channel, code_text(code, purpose)))
+
+    def text(self, phone: str, body: str) -> None:
+        self._keep(OutboxMessage(phone, "sms", body))
+
+    def _keep(self, message: OutboxMessage) -> None:
         with self._lock:
             self._messages.append(message)
         if self.echo:
