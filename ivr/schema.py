@@ -177,12 +177,26 @@ def _migrating(engine: Engine) -> Iterator[Connection]:
     Two instances released together (or local mode's server and dev phone starting at once)
     must not both create the tables.
     """
-    with _file_lock(engine), engine.begin() as connection:
-        if connection.dialect.name == "postgresql":
-            connection.execute(
-                text("SELECT pg_advisory_xact_lock(:key)"), {"key": _POSTGRES_LOCK_KEY}
-            )
-        yield connection
+    with _file_lock(engine), engine.connect() as connection:
+        sqlite = connection.dialect.name == "sqlite"
+        if sqlite:
+            # Alembic's batch mode rebuilds a SQLite table by copying it and dropping the old
+            # one; with foreign keys on, that drop would cascade to every row pointing at it
+            # (a rooms rebuild would delete all participants). The pragma only takes outside
+            # a transaction.
+            connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            connection.commit()
+        try:
+            with connection.begin():
+                if connection.dialect.name == "postgresql":
+                    connection.execute(
+                        text("SELECT pg_advisory_xact_lock(:key)"), {"key": _POSTGRES_LOCK_KEY}
+                    )
+                yield connection
+        finally:
+            if sqlite:
+                connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+                connection.commit()
 
 
 @contextmanager

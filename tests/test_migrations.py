@@ -271,15 +271,48 @@ def test_downgrade_one_step_and_upgrade_again_keeps_the_rows(empty_app):
 
 
 def test_the_previous_head_upgrades_with_its_rows(empty_app):
-    """Revision 0004 adds how participants get codes: everyone listed keeps getting SMS."""
+    """Revision 0005 adds rooms' hours, announcements and language: every room stays open,
+    announces names and speaks US English, as before."""
     engine = old_database(empty_app)
     make_pre_migration_database(engine)
-    assert schema.upgrade(engine, PREVIOUS).after == PREVIOUS == "0003"
+    assert schema.upgrade(engine, PREVIOUS).after == PREVIOUS == "0004"
     before = all_rows(engine)
 
     assert flask_db(empty_app, "upgrade").exit_code == 0
 
-    assert schema.current(engine) == HEAD == "0004"
+    assert schema.current(engine) == HEAD == "0005"
+    assert all_rows(engine) == before
+    with engine.connect() as connection:
+        rooms = connection.execute(
+            text(
+                "SELECT name, time_zone, opening_hours, moderators_anytime, announce_names, "
+                "language FROM rooms ORDER BY id"
+            )
+        ).all()
+    assert rooms == [
+        ("main", None, None, True, True, "en-US"),
+        ("board", None, None, True, True, "en-US"),
+    ]
+    store = empty_app.extensions["ivr"].store
+    caller = store.caller_at_line("+18005559876", "+18005550123")
+    assert (caller.name, caller.room, caller.language) == ("Blathers", "board", "en-US")
+    assert (caller.opening_hours, caller.time_zone, caller.moderators_anytime) == (
+        None,
+        None,
+        True,
+    )
+
+
+def test_revision_0004_gives_everyone_listed_sms(empty_app):
+    """Revision 0004 adds how participants get codes: everyone listed keeps getting SMS."""
+    engine = old_database(empty_app)
+    make_pre_migration_database(engine)
+    assert schema.upgrade(engine, "0003").after == "0003"
+    before = all_rows(engine)
+
+    assert flask_db(empty_app, "upgrade").exit_code == 0
+
+    assert schema.current(engine) == HEAD
     assert all_rows(engine) == before
     with engine.connect() as connection:
         methods = connection.execute(

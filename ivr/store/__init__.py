@@ -36,7 +36,14 @@ from ivr.store.models import (
     SignInGuard,
     utcnow,
 )
-from ivr.store.rooms import CallerAtLine, Conflict, NotEnrolled, ParticipantRow, RoomStore
+from ivr.store.rooms import (
+    MEETING_SETTINGS,
+    CallerAtLine,
+    Conflict,
+    NotEnrolled,
+    ParticipantRow,
+    RoomStore,
+)
 from ivr.store.webhooks import SeenBefore, WebhookStore
 
 
@@ -50,6 +57,7 @@ __all__ = [
     "DEFAULT_ROOM_NAME",
     "LINE",
     "LOCKOUT_KINDS",
+    "MEETING_SETTINGS",
     "Admin",
     "Base",
     "CallLogEntry",

@@ -19,6 +19,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
+from sqlalchemy import true as sa_true
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 DEFAULT_ROOM_NAME = "main"
@@ -61,6 +62,7 @@ class Outcome(StrEnum):
     NO_INPUT = "no input"
     HUNG_UP = "hung up"
     APPLICATION_ERROR = "application error"
+    ROOM_CLOSED = "room closed"
     CONFERENCE_START = "conference started"
     CONFERENCE_END = "conference ended"
     CONFERENCE_JOIN = "entered conference"
@@ -79,6 +81,20 @@ class Room(Base):
     # The number callers dial for this room; the room without one takes every other line.
     line_number: Mapped[str | None] = mapped_column(String(20), unique=True)
     hold_music_url: Mapped[str | None] = mapped_column(String(500))
+    # IANA time zone the opening hours are in (zoneinfo); None reads as UTC.
+    time_zone: Mapped[str | None] = mapped_column(String(64))
+    # When the room takes calls, one window per line in ivr.hours' syntax ("mon-fri 09:55-11:00",
+    # "2026-12-03 15:00-16:30"); None: always open. Kept as text so that /voice reads it with
+    # the rest of the caller's row, in one query.
+    opening_hours: Mapped[str | None] = mapped_column(Text)
+    # Moderators may call outside the opening hours, to open early.
+    moderators_anytime: Mapped[bool] = mapped_column(
+        Boolean, default=True, server_default=sa_true()
+    )
+    # The others hear "Blathers has joined." / "Blathers has left."
+    announce_names: Mapped[bool] = mapped_column(Boolean, default=True, server_default=sa_true())
+    # The language of every prompt in this room (a catalogue in ivr/translations).
+    language: Mapped[str] = mapped_column(String(16), default="en-US", server_default="en-US")
 
     participants: Mapped[list[Participant]] = relationship(
         back_populates="room", cascade="all, delete-orphan", passive_deletes=True

@@ -22,6 +22,11 @@ from ivr.store.models import (
     SendStatus,
 )
 
+# What a room says about its meetings, apart from its name, line and music (see Room).
+MEETING_SETTINGS = frozenset(
+    {"time_zone", "opening_hours", "moderators_anytime", "announce_names", "language"}
+)
+
 
 class Conflict(ValueError):
     """A change would break a uniqueness rule; the message names what is taken."""
@@ -44,6 +49,11 @@ class CallerAtLine:
     code_by: CodeBy = CodeBy.SMS
     participant_id: int | None = None
     app_secret: str | None = None  # encrypted (ivr.authenticator); only with code_by "app"
+    # The room's meeting settings (see Room).
+    time_zone: str | None = None
+    opening_hours: str | None = None
+    moderators_anytime: bool = True
+    language: str = "en-US"
 
 
 @dataclass(frozen=True)
@@ -111,6 +121,26 @@ class RoomStore(Database):
                     return False
                 room.name, room.line_number = name, line_number
                 room.hold_music_url = hold_music_url
+        return True
+
+    def room_named(self, name: str) -> Room | None:
+        with self._session() as session:
+            return session.scalar(select(Room).where(Room.name == name))
+
+    def update_meeting(self, room_id: int, **values) -> bool:
+        """Change a room's meeting settings (MEETING_SETTINGS); return False if it is gone.
+
+        Values are stored as given: callers check them first (ivr.hours for hours and zones).
+        """
+        unknown = set(values) - MEETING_SETTINGS
+        if unknown:
+            raise TypeError(f"not a meeting setting: {', '.join(sorted(unknown))}")
+        with self._session.begin() as session:
+            room = session.get(Room, room_id)
+            if room is None:
+                return False
+            for key, value in values.items():
+                setattr(room, key, value)
         return True
 
     def delete_room(self, room_id: int) -> bool:
@@ -244,6 +274,10 @@ class RoomStore(Database):
                 Participant.code_by,
                 Participant.id,
                 Participant.app_secret,
+                Room.time_zone,
+                Room.opening_hours,
+                Room.moderators_anytime,
+                Room.language,
             )
             .select_from(Room)
             .outerjoin(
@@ -256,7 +290,7 @@ class RoomStore(Database):
             row = connection.execute(stmt).first()
         if row is None:
             return None
-        room, music, name, role, locked_until, status, code_by, participant_id, secret = row
+        (room, music, name, role, locked_until, status, code_by, participant_id, secret) = row[:9]
         return CallerAtLine(
             room,
             music,
@@ -267,6 +301,7 @@ class RoomStore(Database):
             CodeBy(code_by) if code_by else CodeBy.SMS,
             participant_id,
             secret,
+            *row[9:],
         )
 
     @contextmanager
