@@ -116,10 +116,10 @@ def write_csv(rows: Iterable[ParticipantRow], handle: io.TextIOBase) -> None:
     for row in rows:
         code_by = (row.code_by or CodeBy.SMS).value
         cells = (row.phone, row.name, row.role.value, row.room, code_by)
-        writer.writerow([_text_cell(cell) for cell in cells])
+        writer.writerow([text_cell(cell) for cell in cells])
 
 
-def _text_cell(cell: str) -> str:
+def text_cell(cell: str) -> str:
     # A cell that starts with ' gets one more, so that import gives back exactly what was stored.
     return f"'{cell}" if cell.startswith(_ESCAPED) else cell
 

@@ -144,6 +144,12 @@ def test_an_admin_runs_the_line_from_the_browser(
     assert "Blathers" in rows.first.inner_text()
     assert "joined as participant" in rows.first.inner_text()
     shot(page, "08-call-log")
+    # Open the call: its steps, in order.
+    rows.first.get_by_role("link", name=re.compile(r"\d+ events")).click()
+    assert page.get_by_role("heading", name="Call from +1 800-555-9876 (Blathers)").is_visible()
+    steps = page.locator("tbody .badge").all_inner_texts()
+    assert steps[:2] == ["code sent", "joined as participant"]
+    shot(page, "08b-call-events")
 
     # Unlock Mabel's number.
     page.get_by_role("link", name="Lockouts").click()

@@ -6,9 +6,10 @@ import csv
 import html
 import io
 import re
+from datetime import datetime, timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from ivr.roster import FORMULA_STARTS
 from ivr.store import (
@@ -341,17 +342,103 @@ def test_the_call_log_filters_by_room_number_and_outcome_and_never_shows_a_code(
     signed_post(line, "/voice", call_params("anonymous", call_sid="CA" + "f1" * 16))
 
     page = text_of(admin_client.get("/admin/calls"))
-    assert "4 records" in page
-    for outcome in ("code sent", "joined as participant", "unknown number", "withheld number"):
-        assert outcome in page
+    assert "3 calls; page 1 of 1." in page
+    for outcome in ("joined as participant", "unknown number", "withheld number"):
+        assert f">{outcome}</span>" in page
+    assert ">code sent</span>" not in page, "a call's steps are on its own page"
     assert code not in page
 
     by_number = text_of(admin_client.get("/admin/calls?phone=555-9876"))
-    assert "2 records match" in by_number and "+1 800-555-9876" in by_number
+    assert "1 call matches" in by_number and "+1 800-555-9876" in by_number
     by_outcome = text_of(admin_client.get("/admin/calls?outcome=unknown+number"))
-    assert "1 record match" in by_outcome and "+1 800-555-0199" in by_outcome
+    assert "1 call matches" in by_outcome and "+1 800-555-0199" in by_outcome
     by_room = text_of(admin_client.get("/admin/calls?room=main&outcome=joined+as+participant"))
-    assert "1 record match" in by_room and "Blathers" in by_room
+    assert "1 call matches" in by_room and "Blathers" in by_room
+    assert "0 calls match" in text_of(admin_client.get("/admin/calls?outcome=code+sent"))
+
+
+def test_a_call_of_many_steps_is_one_row_and_its_page_lists_the_steps(
+    admin_client, admin_app, fake_twilio
+):
+    line = admin_app.test_client()
+    call_sid = call_params(BLATHERS)["CallSid"]
+    signed_post(line, "/voice", call_params(BLATHERS))
+    admin_app.extensions["ivr"].sender.wait_idle()
+    code = fake_twilio.code_for(BLATHERS)
+    signed_post(line, "/gather", call_params(BLATHERS, Digits=f"{(int(code) + 1) % 10**6:06d}"))
+    signed_post(line, "/gather", call_params(BLATHERS, Digits=code))
+    events = {"ConferenceSid": "CF" + "a" * 32, "FriendlyName": "main", "CallSid": call_sid}
+    signed_post(line, "/conference/events", {**events, "StatusCallbackEvent": "participant-join"})
+    signed_post(line, "/conference/events", {**events, "StatusCallbackEvent": "participant-leave"})
+    store = store_of(admin_app)
+    set_times(admin_app, call_sid, ["09:55:00", "09:55:20", "09:55:31", "09:55:33", "10:07:48"])
+
+    [summary] = store.calls_page().calls
+    assert (summary.outcome, summary.events, summary.name) == (
+        "joined as participant",
+        5,
+        "Blathers",
+    )
+    assert summary.answer_to_join == timedelta(seconds=31)
+    assert summary.in_conference == timedelta(minutes=12, seconds=15)
+    page = text_of(admin_client.get("/admin/calls"))
+    assert "1 call; page 1 of 1." in page
+    row = page[page.index("<tbody>") : page.index("</tbody>")]
+    assert row.count("<tr>") == 1
+    assert "31 s" in row and "12 min 15 s" in row
+    assert f'href="/admin/calls/{call_sid}">5 events</a>' in row
+
+    detail = text_of(admin_client.get(f"/admin/calls/{call_sid}"))
+    steps = re.findall(r'<span class="badge outcome-[a-z-]+">([a-z ]+)</span>', detail)
+    assert steps == [
+        "joined as participant",  # the summary's outcome comes first
+        "code sent",
+        "wrong code",
+        "joined as participant",
+        "entered conference",
+        "left conference",
+    ]
+    assert "2026-11-20 09:55:00 UTC" in detail
+    assert code not in detail
+    assert admin_client.get("/admin/calls/CA" + "0" * 32).status_code == 404
+
+
+def test_the_calls_csv_has_one_row_per_filtered_call(admin_client, admin_app):
+    store = store_of(admin_app)
+    store.log_call(Outcome.CODE_SENT, CallNote("CA1", BLATHERS, "=cmd|' /C calc'!A0", "main"))
+    store.log_call(Outcome.HUNG_UP, CallNote("CA1", BLATHERS, "=cmd|' /C calc'!A0", "main"))
+    store.log_call(Outcome.UNKNOWN_NUMBER, CallNote("CA2", "+18005550199", None, "main"))
+    set_times(admin_app, "CA1", ["09:55:00", "09:56:00"])
+    set_times(admin_app, "CA2", ["10:00:00"])
+
+    response = admin_client.get("/admin/calls.csv?outcome=hung+up")
+
+    assert response.status_code == 200
+    assert response.headers["Content-Disposition"] == 'attachment; filename="calls.csv"'
+    assert list(csv.reader(io.StringIO(text_of(response)))) == [
+        [
+            "started_utc",
+            "phone",
+            "name",
+            "room",
+            "outcome",
+            "seconds_to_join",
+            "seconds_in_conference",
+            "call_sid",
+        ],
+        [
+            "2026-11-20 09:55:00",
+            "'+18005559876",
+            "'=cmd|' /C calc'!A0",
+            "main",
+            "hung up",
+            "",
+            "",
+            "CA1",
+        ],
+    ]
+    everything = list(csv.reader(io.StringIO(text_of(admin_client.get("/admin/calls.csv")))))
+    assert [row[-1] for row in everything[1:]] == ["CA2", "CA1"]
 
 
 def test_the_call_log_is_paginated(admin_client, admin_app):
@@ -360,12 +447,27 @@ def test_the_call_log_is_paginated(admin_client, admin_app):
         store.log_call(Outcome.NO_INPUT, CallNote(call_sid=f"CA{number:032d}", phone=BLATHERS))
 
     first = text_of(admin_client.get("/admin/calls"))
-    assert "120 records; page 1 of 3." in first
+    assert "120 calls; page 1 of 3." in first
     assert first.count("no input</span>") == 50
     assert 'href="/admin/calls?page=2" rel="next"' in first
     last = text_of(admin_client.get("/admin/calls?page=3&outcome=no+input"))
     assert "page 3 of 3" in last and last.count("no input</span>") == 20
     assert 'rel="next"' not in last
+
+
+def set_times(app, call_sid: str, times: list[str]) -> None:
+    """Give a call's rows, in order, these times on 2026-11-20 (the steps took no time here)."""
+    store = store_of(app)
+    with store.engine.begin() as connection:
+        ids = connection.scalars(
+            text("SELECT id FROM call_log WHERE call_sid = :sid ORDER BY id"), {"sid": call_sid}
+        ).all()
+        assert len(ids) == len(times)
+        for row_id, clock in zip(ids, times, strict=True):
+            at = datetime.fromisoformat(f"2026-11-20T{clock}")
+            connection.execute(
+                text("UPDATE call_log SET at = :at WHERE id = :id"), {"at": at, "id": row_id}
+            )
 
 
 # -- lockouts ----------------------------------------------------------------------------------

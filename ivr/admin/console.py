@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import logging
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from flask import (
     Blueprint,
@@ -26,6 +26,7 @@ from twilio.base.exceptions import TwilioRestException
 
 from ivr import enrolment, roster
 from ivr.admin import auth, pages
+from ivr.admin.call_export import write_calls_csv
 from ivr.admin.forms import (
     ApplyImportForm,
     ButtonForm,
@@ -38,11 +39,11 @@ from ivr.admin.forms import (
 from ivr.phones import international
 from ivr.services import services
 from ivr.store import (
+    CALL_OUTCOMES,
     LOCKOUT_KINDS,
     CodeBy,
     Conflict,
     NotEnrolled,
-    Outcome,
     ParticipantRow,
     Room,
     utcnow,
@@ -83,6 +84,19 @@ def phone_filter(value: str | None) -> str:
 @bp.app_template_filter("when")
 def when_filter(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S UTC") if value else ""
+
+
+@bp.app_template_filter("duration")
+def duration_filter(value: timedelta | None) -> str:
+    """Say how long something took, to the second: "45 s", "3 min 05 s", "1 h 02 min"."""
+    if value is None:
+        return ""
+    seconds = max(0, round(value.total_seconds()))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
 
 
 @bp.app_template_filter("minutes_left")
@@ -319,20 +333,50 @@ def export_participants():
 
 @bp.get("/calls")
 def calls():
+    form = _call_filters()
+    page = max(1, request.args.get("page", default=1, type=int))
+    result = services().store.calls_page(**_filter_values(form), page=page, per_page=CALLS_PER_PAGE)
+    filters = {k: v for k, v in request.args.items() if k != "page" and v}
+    return render_template("admin/calls.html", form=form, result=result, filters=filters)
+
+
+@bp.get("/calls.csv")
+def export_calls():
+    """Every call the filters match, one row each, for a spreadsheet. Codes are never logged."""
+    form = _call_filters()
+    result = services().store.calls_page(**_filter_values(form), per_page=None)
+    handle = io.StringIO()
+    write_calls_csv(result.calls, handle)
+    return Response(
+        handle.getvalue(),
+        mimetype="text/csv",
+        headers={"Content-Disposition": 'attachment; filename="calls.csv"'},
+    )
+
+
+@bp.get("/calls/<call_sid>")
+def call(call_sid: str):
+    events = services().store.call_events(call_sid)
+    if not events:
+        abort(404)
+    [summary] = services().store.calls_page(call_sid=call_sid).calls
+    return render_template("admin/call.html", call=summary, events=events)
+
+
+def _call_filters() -> CallFilterForm:
     store = services().store
     form = CallFilterForm(request.args)
     form.room.choices = {"": "All rooms"} | {name: name for name in store.logged_rooms()}
-    form.outcome.choices = {"": "All outcomes"} | {o.value: o.value for o in Outcome}
-    page = max(1, request.args.get("page", default=1, type=int))
-    result = store.call_log_page(
-        room=form.room.data or None,
-        phone=(form.phone.data or "").strip() or None,
-        outcome=form.outcome.data or None,
-        page=page,
-        per_page=CALLS_PER_PAGE,
-    )
-    filters = {k: v for k, v in request.args.items() if k != "page" and v}
-    return render_template("admin/calls.html", form=form, result=result, filters=filters)
+    form.outcome.choices = {"": "All outcomes"} | {o.value: o.value for o in CALL_OUTCOMES}
+    return form
+
+
+def _filter_values(form: CallFilterForm) -> dict:
+    return {
+        "room": form.room.data or None,
+        "phone": (form.phone.data or "").strip() or None,
+        "outcome": form.outcome.data or None,
+    }
 
 
 @bp.get("/lockouts")

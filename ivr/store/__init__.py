@@ -10,7 +10,14 @@ members), admins.py, webhooks.py (Twilio's retries), and models.py (tables).
 from __future__ import annotations
 
 from ivr.store.admins import AdminStore
-from ivr.store.calls import CallLogPage, CallLogStore, CallNote
+from ivr.store.calls import (
+    CALL_OUTCOMES,
+    CallLogPage,
+    CallLogStore,
+    CallNote,
+    CallsPage,
+    CallSummary,
+)
 from ivr.store.enrolments import EnrolmentStore, PendingEnrolment
 from ivr.store.guards import GuardStore, Lockout
 from ivr.store.live import LiveStore
@@ -54,6 +61,7 @@ class Store(
 
 
 __all__ = [
+    "CALL_OUTCOMES",
     "DEFAULT_ROOM_NAME",
     "LINE",
     "LOCKOUT_KINDS",
@@ -64,6 +72,8 @@ __all__ = [
     "CallLogPage",
     "CallNote",
     "CallerAtLine",
+    "CallsPage",
+    "CallSummary",
     "CodeBy",
     "CodeSend",
     "ConferenceMember",

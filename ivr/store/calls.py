@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import case, func, insert, select
+from sqlalchemy.orm import aliased
 
 from ivr.store.database import Database, anywhere, digits_only
 from ivr.store.guards import success_update
@@ -12,6 +14,43 @@ from ivr.store.models import CallLogEntry, CallNote, CodeSend, NumberGuard, Outc
 
 # Outcomes after which a call is still waiting for the caller's digits.
 _AT_THE_PROMPT = {Outcome.CODE_SENT, Outcome.WRONG_CODE}
+# What Twilio's conference events add to a call; the call's own outcome is the last row before.
+CONFERENCE_EVENTS = {
+    Outcome.CONFERENCE_START,
+    Outcome.CONFERENCE_END,
+    Outcome.CONFERENCE_JOIN,
+    Outcome.CONFERENCE_LEAVE,
+}
+JOINED = {Outcome.JOINED_MODERATOR, Outcome.JOINED_PARTICIPANT}
+# How a call can end, for filtering calls by outcome.
+CALL_OUTCOMES = [outcome for outcome in Outcome if outcome not in CONFERENCE_EVENTS]
+
+
+@dataclass(frozen=True)
+class CallSummary:
+    """One call, from its call log rows: who, where, when, and how it ended."""
+
+    call_sid: str
+    started: datetime  # the first row: /voice answering
+    phone: str | None
+    name: str | None
+    room: str | None
+    outcome: str  # the last outcome the line decided (conference events aside)
+    answer_to_join: timedelta | None  # from answering to being let in
+    in_conference: timedelta | None  # from entering the conference to leaving it, when known
+    events: int
+
+
+@dataclass(frozen=True)
+class CallsPage:
+    calls: list[CallSummary]
+    total: int
+    page: int
+    per_page: int
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self.total // self.per_page))
 
 
 @dataclass(frozen=True)
@@ -110,6 +149,84 @@ class CallLogStore(Database):
             )
         return CallLogPage(entries, total, page, per_page)
 
+    def calls_page(
+        self,
+        *,
+        room: str | None = None,
+        phone: str | None = None,
+        outcome: str | None = None,
+        call_sid: str | None = None,
+        page: int = 1,
+        per_page: int | None = 50,
+    ) -> CallsPage:
+        """Return one page of calls, newest first: one summary per call SID in the call log.
+
+        Filters apply to each call's final row: its room, its number (any part of the digits,
+        as in call_log_page) and its outcome. `per_page` None returns every matching call.
+        """
+        log = CallLogEntry
+        calls = (
+            select(
+                log.call_sid,
+                func.min(log.at).label("started"),
+                _first_time_of(JOINED).label("joined"),
+                _first_time_of([Outcome.CONFERENCE_JOIN]).label("entered"),
+                func.max(case((log.outcome == Outcome.CONFERENCE_LEAVE, log.at))).label("left"),
+                func.coalesce(
+                    func.max(case((log.outcome.not_in(CONFERENCE_EVENTS), log.id))),
+                    func.max(log.id),
+                ).label("final_id"),
+                func.count().label("events"),
+            )
+            .where(log.call_sid == call_sid if call_sid else log.call_sid.is_not(None))
+            .group_by(log.call_sid)
+            .subquery()
+        )
+        final = aliased(CallLogEntry)
+        conditions = []
+        if room:
+            conditions.append(final.room == room)
+        if outcome:
+            conditions.append(final.outcome == outcome)
+        if phone:
+            needle = digits_only(phone) or phone.strip().lower()
+            conditions.append(func.lower(final.phone).like(anywhere(needle), escape="\\"))
+        joined = (
+            select(calls, final.phone, final.name, final.room, final.outcome)
+            .join(final, final.id == calls.c.final_id)
+            .where(*conditions)
+        )
+        page = max(1, page)
+        stmt = joined.order_by(calls.c.started.desc(), calls.c.final_id.desc())
+        if per_page is not None:
+            stmt = stmt.offset((page - 1) * per_page).limit(per_page)
+        with self.engine.connect() as connection:
+            total = connection.scalar(select(func.count()).select_from(joined.subquery()))
+            rows = connection.execute(stmt).all()
+        summaries = [
+            CallSummary(
+                call_sid=row.call_sid,
+                started=row.started,
+                phone=row.phone,
+                name=row.name,
+                room=row.room,
+                outcome=row.outcome,
+                answer_to_join=row.joined - row.started if row.joined else None,
+                in_conference=(row.left - row.entered if row.left and row.entered else None),
+                events=row.events,
+            )
+            for row in rows
+        ]
+        return CallsPage(summaries, total, page, per_page or max(1, total))
+
+    def call_events(self, call_sid: str) -> list[CallLogEntry]:
+        """Return a call's rows in the order they happened."""
+        stmt = (
+            select(CallLogEntry).where(CallLogEntry.call_sid == call_sid).order_by(CallLogEntry.id)
+        )
+        with self._session() as session:
+            return list(session.scalars(stmt))
+
     def logged_rooms(self) -> list[str]:
         """Return every room name the call log mentions, for filtering."""
         stmt = (
@@ -120,3 +237,8 @@ class CallLogStore(Database):
         )
         with self._session() as session:
             return list(session.scalars(stmt))
+
+
+def _first_time_of(outcomes):
+    """The time of a call's first row with one of `outcomes` (NULL if none), in a GROUP BY."""
+    return func.min(case((CallLogEntry.outcome.in_(list(outcomes)), CallLogEntry.at)))
