@@ -124,15 +124,7 @@ class CallLogStore(Database):
 
         `phone` matches any part of the number's digits, so "555 9876" finds +18005559876.
         """
-        conditions = []
-        if room:
-            conditions.append(CallLogEntry.room == room)
-        if outcome:
-            conditions.append(CallLogEntry.outcome == outcome)
-        if phone:
-            # Withheld callers are logged as typed ("anonymous"); numbers match by digits.
-            needle = digits_only(phone) or phone.strip().lower()
-            conditions.append(func.lower(CallLogEntry.phone).like(anywhere(needle), escape="\\"))
+        conditions = _matching(CallLogEntry, room, phone, outcome)
         page = max(1, page)
         with self._session() as session:
             total = session.scalar(
@@ -183,14 +175,7 @@ class CallLogStore(Database):
             .subquery()
         )
         final = aliased(CallLogEntry)
-        conditions = []
-        if room:
-            conditions.append(final.room == room)
-        if outcome:
-            conditions.append(final.outcome == outcome)
-        if phone:
-            needle = digits_only(phone) or phone.strip().lower()
-            conditions.append(func.lower(final.phone).like(anywhere(needle), escape="\\"))
+        conditions = _matching(final, room, phone, outcome)
         joined = (
             select(calls, final.phone, final.name, final.room, final.outcome)
             .join(final, final.id == calls.c.final_id)
@@ -242,3 +227,17 @@ class CallLogStore(Database):
 def _first_time_of(outcomes):
     """The time of a call's first row with one of `outcomes` (NULL if none), in a GROUP BY."""
     return func.min(case((CallLogEntry.outcome.in_(list(outcomes)), CallLogEntry.at)))
+
+
+def _matching(rows, room: str | None, phone: str | None, outcome: str | None) -> list:
+    """Conditions on call log `rows`: exact room and outcome, any part of the number's digits."""
+    conditions = []
+    if room:
+        conditions.append(rows.room == room)
+    if outcome:
+        conditions.append(rows.outcome == outcome)
+    if phone:
+        # Withheld callers are logged as typed ("anonymous"); numbers match by digits.
+        needle = digits_only(phone) or phone.strip().lower()
+        conditions.append(func.lower(rows.phone).like(anywhere(needle), escape="\\"))
+    return conditions
