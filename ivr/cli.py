@@ -11,7 +11,7 @@ from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 from sqlalchemy.exc import SQLAlchemyError
 
-from ivr import enrolment, roster, schema
+from ivr import audit, enrolment, roster, schema
 from ivr.devphone import (
     LOCAL_LINE,
     Conferences,
@@ -39,6 +39,7 @@ def register(app: Flask) -> None:
     app.cli.add_command(participants)
     app.cli.add_command(call)
     app.cli.add_command(admins)
+    app.cli.add_command(audit_trail)
 
 
 def _store():
@@ -165,8 +166,15 @@ def add(phone: str, name: str, moderator: bool, room: str, code_by: str | None) 
         )
     )
     store = _store()
-    before = {p.phone: p.code_by for p in store.participants(row.room)}.get(row.phone)
+    listed = {p.phone: p for p in store.participants(row.room)}.get(row.phone)
+    before = listed.code_by if listed else None
     store.add_participant(row)
+    new_values = audit.participant_values(row)
+    audit.record(
+        "participant.edit" if listed else "participant.add",
+        audit.person(row.name, row.phone, row.room),
+        audit.changed(audit.participant_values(listed), new_values) if listed else new_values,
+    )
     click.echo(f"{row.name} ({international(row.phone)}) is a {row.role.value} in {row.room}.")
     if before == CodeBy.APP and row.code_by not in (None, CodeBy.APP):
         click.echo(
@@ -190,6 +198,7 @@ def enrol(phone: str, room: str) -> None:
         raise click.ClickException(str(error)) from None
     except ProviderError as error:
         raise click.ClickException(f"the invitation was not sent: {error}") from None
+    audit.record("participant.invite", audit.person(name, number, room_name))
     click.echo(
         f"Sent {name} ({international(number)}) an invitation to set up an authenticator app; "
         f"the link works once, for {enrolment.INVITE_HOURS} hours."
@@ -216,9 +225,13 @@ def list_(room: str | None) -> None:
 def remove(phone: str, room: str | None) -> None:
     """Remove PHONE from the participant list."""
     number = _valid(lambda: roster.phone_from_text(phone))
-    removed = _store().remove_participant(number, room)
+    store = _store()
+    listed = [p for p in store.participants(room) if p.phone == number]
+    removed = store.remove_participant(number, room)
     if not removed:
         raise click.ClickException(f"{number} is not a participant")
+    for gone in listed:
+        audit.record("participant.remove", audit.person(gone.name, number, gone.room))
     click.echo(f"Removed {number}.")
 
 
@@ -235,6 +248,8 @@ def import_(file) -> None:
         count = store.import_participants(rows)
     except NotEnrolled as error:
         raise click.ClickException(str(error)) from None
+    rooms = ", ".join(sorted({row.room for row in rows}))
+    audit.record("participant.import", f"rooms {rooms}", {"rows": count})
     click.echo(f"Imported {count} participants.")
     _warn_unreachable(store, {row.room for row in rows})
 
@@ -253,7 +268,14 @@ def add_admin(phone: str, name: str) -> None:
     """Let PHONE (international format), called NAME, sign in to the admin console."""
     number = _valid(lambda: roster.phone_from_text(phone))
     clean_name = _valid(lambda: roster.participant(number, name).name)
-    added = _store().add_admin(number, clean_name)
+    store = _store()
+    existing = store.admin_by_phone(number)
+    added = store.add_admin(number, clean_name)
+    audit.record(
+        "admin.add",
+        f"{clean_name} ({international(number)})",
+        {"name": [existing.name, clean_name]} if existing else {"name": clean_name},
+    )
     sign_in_off = current_app.config["SIGN_IN_SENDER"] is None
     if not added:
         verb = "was already an admin; name updated"
@@ -280,9 +302,39 @@ def list_admins() -> None:
 def remove_admin(phone: str) -> None:
     """Stop PHONE from signing in; their open sessions end at once."""
     number = _valid(lambda: roster.phone_from_text(phone))
-    if not _store().remove_admin(number):
+    store = _store()
+    admin = store.admin_by_phone(number)
+    if admin is None or not store.remove_admin(number):
         raise click.ClickException(f"{number} is not an admin")
+    audit.record("admin.remove", audit.admin_name(admin))
     click.echo(f"Removed admin {number}.")
+
+
+@click.command("audit")
+@click.option(
+    "--since",
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    default=None,
+    help="Only changes on or after this day (YYYY-MM-DD, UTC).",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=50,
+    show_default=True,
+    help="The newest this many.",
+)
+@with_appcontext
+def audit_trail(since, limit: int) -> None:
+    """Print the audit trail, oldest of the newest LIMIT first: one change per line."""
+    entries = _store().audit_page(since=since, per_page=limit).entries
+    if not entries:
+        click.echo("No changes recorded.")
+        return
+    for entry in reversed(entries):
+        change = "; ".join(audit.describe_changes(entry.changes))
+        line = f"{entry.at:%Y-%m-%d %H:%M:%S} UTC\t{entry.actor}\t{entry.action}\t{entry.target}"
+        click.echo(f"{line}\t{change}" if change else line)
 
 
 def _warn_unreachable(store, rooms: set[str]) -> None:

@@ -6,6 +6,7 @@ Every page visited is saved as a PNG in tests/artifacts/ for review.
 
 from __future__ import annotations
 
+import json
 import re
 
 import pyotp
@@ -172,18 +173,7 @@ def test_an_admin_runs_the_line_from_the_browser(
     shot(page, "12-live-muted")
 
     # Someone joins while the admin watches: the live view shows them without a reload.
-    signed_post(
-        admin_app.test_client(),
-        "/conference/events",
-        {
-            "AccountSid": ACCOUNT_SID,
-            "ConferenceSid": CONFERENCE,
-            "FriendlyName": "main",
-            "StatusCallbackEvent": "participant-join",
-            "CallSid": "CA" + "e1" * 16,
-            "ParticipantLabel": "Mabel",
-        },
-    )
+    mabel_joins(admin_app)
     page.get_by_role("button", name="Mute Mabel").wait_for(timeout=10_000)
     assert "Blathers is muted." in flash_text(page)
 
@@ -208,6 +198,22 @@ def sign_in_in_browser(page, base: str, fake) -> None:
     page.get_by_label("Code").fill(fake.code_for(ADMIN, wait=5))
     page.get_by_role("button", name="Sign in").click()
     assert page.url == f"{base}/admin/"
+
+
+def mabel_joins(app) -> None:
+    """Twilio tells the line that Mabel entered the main room's conference."""
+    signed_post(
+        app.test_client(),
+        "/conference/events",
+        {
+            "AccountSid": ACCOUNT_SID,
+            "ConferenceSid": CONFERENCE,
+            "FriendlyName": "main",
+            "StatusCallbackEvent": "participant-join",
+            "CallSid": "CA" + "e1" * 16,
+            "ParticipantLabel": "Mabel",
+        },
+    )
 
 
 def edit_participant(page, name: str) -> None:
@@ -254,4 +260,146 @@ def test_an_admin_invites_and_resets_authenticator_apps(page, live_server, admin
         assert connection.execute(
             select(Participant.code_by, Participant.app_secret).where(Participant.phone == MABEL)
         ).one() == ("sms", None)
+    assert page.js_errors == []
+
+
+class AuditTrail:
+    """The rows the audit trail gained since the last look."""
+
+    def __init__(self, store):
+        self.store = store
+        self.seen = store.audit_page(per_page=1).total
+
+    def new_rows(self) -> list[tuple[str, str, str, dict | None]]:
+        entries = self.store.audit_page(per_page=1000).entries
+        fresh = list(reversed(entries))[self.seen :]
+        self.seen += len(fresh)
+        return [
+            (e.actor, e.action, e.target, json.loads(e.changes) if e.changes else None)
+            for e in fresh
+        ]
+
+
+def test_every_change_in_the_console_leaves_one_audit_row(
+    page, live_server, admin_app, fake_twilio, tmp_path
+):
+    store = admin_app.extensions["ivr"].store
+    a_day_on_the_line(admin_app, fake_twilio)
+    trail = AuditTrail(store)
+    nook = "Nook (+1 800-555-0111)"
+
+    sign_in_in_browser(page, live_server, fake_twilio)
+    assert trail.new_rows() == [(nook, "admin.sign_in", nook, None)]
+
+    page.get_by_role("link", name="Rooms & participants").click()
+    page.get_by_role("link", name="New room").click()
+    page.get_by_label("Name").fill("board")
+    page.get_by_label("Line number").fill("+1 800 555 0100")
+    page.get_by_role("button", name="Create room").click()
+    assert "Room board created." in flash_text(page)
+    assert trail.new_rows() == [
+        (
+            nook,
+            "room.create",
+            "room board",
+            {"name": "board", "line_number": "+18005550100", "hold_music_url": None},
+        )
+    ]
+
+    page.get_by_role("link", name="Edit room").click()
+    page.get_by_label("Name").fill("boardroom")
+    page.get_by_role("button", name="Save room").click()
+    assert trail.new_rows() == [
+        (nook, "room.edit", "room boardroom", {"name": ["board", "boardroom"]})
+    ]
+
+    page.get_by_label("Phone number").fill("+1 800 555 6789")
+    page.get_by_label("Name").fill("Tommy")
+    page.get_by_role("button", name="Add participant").click()
+    tommy = "Tommy (+1 800-555-6789) in boardroom"
+    assert trail.new_rows() == [
+        (
+            nook,
+            "participant.add",
+            tommy,
+            {"phone": TOMMY, "name": "Tommy", "role": "participant"},
+        )
+    ]
+
+    page.get_by_role("row").filter(has_text="Tommy").get_by_role("link", name="Edit").click()
+    page.get_by_label("Role").select_option("moderator")
+    page.get_by_role("button", name="Save").click()
+    assert trail.new_rows() == [
+        (nook, "participant.edit", tommy, {"role": ["participant", "moderator"]})
+    ]
+
+    page.get_by_role("row").filter(has_text="Tommy").get_by_role("link", name="Edit").click()
+    page.get_by_role("button", name="Invite to an authenticator app").click()
+    assert "Sent Tommy" in flash_text(page)
+    assert trail.new_rows() == [(nook, "participant.invite", tommy, None)]
+
+    page.get_by_role("link", name="Rooms & participants").click()
+    page.get_by_role("link", name="boardroom", exact=True).click()
+    page.get_by_role("row").filter(has_text="Tommy").get_by_role("button", name="Remove").click()
+    assert "removed from boardroom" in flash_text(page)
+    assert trail.new_rows() == [(nook, "participant.remove", tommy, None)]
+
+    csv_file = tmp_path / "two.csv"
+    csv_file.write_text(
+        "phone,name,role,room\n+18005550123,Timmy,participant,main\n"
+        "+18005556789,Tommy,moderator,boardroom\n"
+    )
+    page.get_by_role("link", name="Rooms & participants").click()
+    page.get_by_role("link", name="Import CSV").click()
+    page.get_by_label("CSV file").set_input_files(str(csv_file))
+    page.get_by_role("button", name="Preview import").click()
+    page.get_by_role("button", name="Apply import").click()
+    assert trail.new_rows() == [(nook, "participant.import", "rooms boardroom, main", {"rows": 2})]
+
+    page.get_by_role("link", name="Lockouts").click()
+    page.get_by_role("button", name="Unlock +1 800-555-4321").click()
+    assert trail.new_rows() == [(nook, "lockout.unlock", "+1 800-555-4321 (line)", None)]
+
+    page.get_by_role("link", name="Live").click()
+    page.get_by_role("button", name="Mute Blathers").click()
+    page.get_by_role("button", name="Unmute Blathers").click()
+    assert trail.new_rows() == [
+        (nook, "live.mute", "Blathers in main", None),
+        (nook, "live.unmute", "Blathers in main", None),
+    ]
+    page.get_by_role("button", name="Remove").click()
+    assert "Blathers was removed from main." in flash_text(page)
+    assert trail.new_rows() == [(nook, "live.remove", "Blathers in main", None)]
+    mabel_joins(admin_app)
+    page.get_by_role("link", name="Live").click()
+    page.get_by_role("button", name="End conference").click()
+    assert trail.new_rows() == [(nook, "live.end", "conference in main", None)]
+
+    page.get_by_role("link", name="Rooms & participants").click()
+    page.get_by_role("row").filter(has_text="boardroom").get_by_role("link", name="Delete").click()
+    page.get_by_role("button", name="Delete boardroom").click()
+    assert trail.new_rows() == [(nook, "room.delete", "room boardroom", {"participants": 1})]
+
+    page.get_by_role("link", name="Nook").click()
+    page.get_by_label("Show times in").select_option("Europe/Berlin")
+    page.get_by_role("button", name="Save").click()
+    assert "Times are now shown in Europe/Berlin." in flash_text(page)
+    assert trail.new_rows() == [
+        (nook, "admin.time_zone", nook, {"time_zone": ["UTC", "Europe/Berlin"]})
+    ]
+
+    # The trail, in the admin's zone, filtered by action.
+    page.get_by_role("link", name="Audit").click()
+    page.get_by_label("Action").select_option("live.mute")
+    page.get_by_role("button", name="Filter").click()
+    rows = page.locator("tbody tr")
+    assert rows.count() == 1
+    row = rows.first.inner_text()
+    assert "Caller muted" in row and "Blathers in main" in row
+    assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d CET", row)
+    assert "times in Europe/Berlin" in page.locator("footer").inner_text()
+    shot(page, "30-audit")
+
+    page.get_by_role("button", name="Sign out").click()
+    assert trail.new_rows() == [(nook, "admin.sign_out", nook, None)]
     assert page.js_errors == []

@@ -908,3 +908,32 @@ def test_an_import_asking_for_the_app_imports_nothing(admin_client, admin_app):
         "to enrol instead."
     ]
     assert TOMMY not in [p for p, _, _ in roster(admin_app)]
+
+
+# -- each admin's time zone --------------------------------------------------------------------
+
+
+def test_times_show_in_the_zone_the_admin_chose(admin_client, admin_app):
+    store = store_of(admin_app)
+    store.log_call(Outcome.UNKNOWN_NUMBER, CallNote("CA1", "+18005550199", None, "main"))
+    with store.engine.begin() as connection:
+        connection.execute(text("UPDATE call_log SET at = :at"), {"at": datetime(2026, 7, 1, 12)})
+    assert "2026-07-01 12:00:00 UTC" in text_of(admin_client.get("/admin/calls"))
+
+    refused = post_form(admin_client, "/admin/settings", {"time_zone": "Europe/Berln"})
+    assert refused.status_code == 400
+    assert "Not a valid choice." in text_of(refused)
+    assert store.admin_by_phone(ADMIN).time_zone is None
+
+    for zone, shown in [
+        ("Europe/Berlin", "2026-07-01 14:00:00 CEST"),
+        ("America/New_York", "2026-07-01 08:00:00 EDT"),
+        ("UTC", "2026-07-01 12:00:00 UTC"),
+    ]:
+        saved = post_form(admin_client, "/admin/settings", {"time_zone": zone})
+        assert saved.status_code == 302
+        assert store.admin_by_phone(ADMIN).time_zone == zone
+        calls = text_of(admin_client.get("/admin/calls"))
+        assert shown in calls
+        assert f"times in {zone}</footer>" in calls
+        assert shown in text_of(admin_client.get("/admin/calls/CA1"))

@@ -271,16 +271,38 @@ def test_downgrade_one_step_and_upgrade_again_keeps_the_rows(empty_app):
 
 
 def test_the_previous_head_upgrades_with_its_rows(empty_app):
-    """Revision 0005 adds rooms' hours, announcements and language: every room stays open,
-    announces names and speaks US English, as before."""
+    """Revision 0006 adds the audit trail and admins' time zones: admins start on UTC, the
+    trail starts empty, and nothing else changes."""
     engine = old_database(empty_app)
     make_pre_migration_database(engine)
-    assert schema.upgrade(engine, PREVIOUS).after == PREVIOUS == "0004"
+    assert schema.upgrade(engine, PREVIOUS).after == PREVIOUS == "0005"
     before = all_rows(engine)
 
     assert flask_db(empty_app, "upgrade").exit_code == 0
 
-    assert schema.current(engine) == HEAD == "0005"
+    assert schema.current(engine) == HEAD == "0006"
+    assert all_rows(engine) == before
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT phone, time_zone FROM admins")).all() == [
+            ("+18005550111", None)
+        ]
+        assert connection.scalar(text("SELECT count(*) FROM audit_log")) == 0
+    store = empty_app.extensions["ivr"].store
+    store.record_audit("command line", "admin.remove", "Tom Nook (+1 800-555-0111)")
+    assert [e.action for e in store.audit_page().entries] == ["admin.remove"]
+
+
+def test_revision_0005_keeps_every_room_open_and_in_english(empty_app):
+    """Revision 0005 adds rooms' hours, announcements and language: every room stays open,
+    announces names and speaks US English, as before."""
+    engine = old_database(empty_app)
+    make_pre_migration_database(engine)
+    assert schema.upgrade(engine, "0004").after == "0004"
+    before = all_rows(engine)
+
+    assert flask_db(empty_app, "upgrade").exit_code == 0
+
+    assert schema.current(engine) == HEAD
     assert all_rows(engine) == before
     with engine.connect() as connection:
         rooms = connection.execute(

@@ -30,6 +30,7 @@ from flask import (
 from flask_limiter import Limiter
 from werkzeug.wrappers import Response
 
+from ivr import audit
 from ivr.admin import pages
 from ivr.admin.forms import ButtonForm, ChannelForm, CodeForm, PhoneForm
 from ivr.metrics import Metrics
@@ -164,6 +165,8 @@ def enter_code():
         admin = _check_code(phone, form.code.data.strip())
         if admin is not None:
             _start_session(admin)
+            name = audit.admin_name(admin)
+            audit.record("admin.sign_in", name, actor=name)
             flash(f"Welcome, {admin.name}.", "success")
             return redirect(url_for("admin.dashboard"))
         status = 400
@@ -178,6 +181,8 @@ def sign_out():
     if ButtonForm().validate_on_submit() and admin is not None:
         # Ends this admin's sessions everywhere, so a copied cookie stops working too.
         services().store.end_admin_sessions(admin.id)
+        name = audit.admin_name(admin)
+        audit.record("admin.sign_out", name, actor=name)
     session.clear()
     flash("You are signed out.", "success")
     return redirect(url_for("admin_auth.sign_in"))

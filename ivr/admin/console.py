@@ -9,7 +9,8 @@ from __future__ import annotations
 import io
 import logging
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from flask import (
     Blueprint,
@@ -17,6 +18,7 @@ from flask import (
     abort,
     current_app,
     flash,
+    g,
     redirect,
     render_template,
     request,
@@ -24,16 +26,18 @@ from flask import (
 )
 from twilio.base.exceptions import TwilioRestException
 
-from ivr import enrolment, roster
+from ivr import audit, enrolment, roster, time_zones
 from ivr.admin import auth, pages
 from ivr.admin.call_export import write_calls_csv
 from ivr.admin.forms import (
     ApplyImportForm,
+    AuditFilterForm,
     ButtonForm,
     CallFilterForm,
     ImportForm,
     ParticipantForm,
     RoomForm,
+    TimeZoneForm,
     UnlockForm,
 )
 from ivr.phones import international
@@ -62,6 +66,7 @@ bp.before_request(auth.require_admin)
 pages.set_up(bp)
 
 CALLS_PER_PAGE = 50
+AUDIT_PER_PAGE = 50
 NEEDS_TWILIO = "Live control needs Twilio credentials; the line is running in local mode."
 
 
@@ -83,7 +88,22 @@ def phone_filter(value: str | None) -> str:
 
 @bp.app_template_filter("when")
 def when_filter(value: datetime | None) -> str:
-    return value.strftime("%Y-%m-%d %H:%M:%S UTC") if value else ""
+    """Show a stored time (naive UTC) in the signed-in admin's zone, with the zone named."""
+    if value is None:
+        return ""
+    local = value.replace(tzinfo=UTC).astimezone(admin_zone())
+    return local.strftime("%Y-%m-%d %H:%M:%S ") + local.tzname()
+
+
+def admin_zone() -> ZoneInfo:
+    """The zone the signed-in admin chose on the settings page; UTC until they choose."""
+    admin = g.get("admin")
+    return time_zones.zone(admin.time_zone if admin else None)
+
+
+@bp.context_processor
+def _zone() -> dict:
+    return {"admin_zone_name": admin_zone().key}
 
 
 @bp.app_template_filter("duration")
@@ -140,6 +160,7 @@ def new_room():
         except Conflict as error:
             form.form_errors.append(f"Not saved: {error}.")
         else:
+            audit.record("room.create", f"room {room.name}", _room_values(room))
             flash(f"Room {room.name} created.", "success")
             return redirect(url_for("admin.room", room_id=room.id))
     return _form_page("admin/room_form.html", form, room=None)
@@ -159,6 +180,10 @@ def edit_room(room_id: int):
         else:
             if not changed:
                 abort(404)
+            after = _room_values(services().store.room(room_id))
+            audit.record(
+                "room.edit", f"room {form.name.data}", audit.changed(_room_values(room), after)
+            )
             flash(f"Room {form.name.data} saved.", "success")
             return redirect(url_for("admin.room", room_id=room_id))
     return _form_page("admin/room_form.html", form, room=room)
@@ -169,7 +194,9 @@ def delete_room(room_id: int):
     room = _room_or_404(room_id)
     form = ButtonForm()
     if form.validate_on_submit():
-        services().store.delete_room(room_id)
+        count = services().store.room_sizes().get(room.name, 0)
+        if services().store.delete_room(room_id):
+            audit.record("room.delete", f"room {room.name}", {"participants": count})
         flash(f"Room {room.name} and its participants were deleted.", "success")
         return redirect(url_for("admin.rooms"))
     count = services().store.room_sizes().get(room.name, 0)
@@ -187,9 +214,17 @@ def room(room_id: int):
     if form.validate_on_submit():
         row = _participant_row(form, room)
         if row is not None:
-            existing = {p.phone for p in services().store.participants(room.name)}
+            existing = {p.phone: p for p in services().store.participants(room.name)}
             services().store.add_participant(row)
-            verb = "updated" if row.phone in existing else "added"
+            before = existing.get(row.phone)
+            verb = "updated" if before else "added"
+            audit.record(
+                "participant.edit" if before else "participant.add",
+                audit.person(row.name, row.phone, room.name),
+                audit.changed(audit.participant_values(before), audit.participant_values(row))
+                if before
+                else audit.participant_values(row),
+            )
             flash(f"{row.name} ({international(row.phone)}) {verb} as {row.role.value}.", "success")
             return redirect(url_for("admin.room", room_id=room_id))
     search = request.args.get("q", "").strip()
@@ -229,6 +264,11 @@ def edit_participant(room_id: int, phone: str):
                     "invitation below."
                 )
             else:
+                audit.record(
+                    "participant.edit",
+                    audit.person(row.name, row.phone, room.name),
+                    audit.changed(audit.participant_values(current), audit.participant_values(row)),
+                )
                 saved = f"{row.name} ({international(row.phone)}) saved."
                 if current.code_by == CodeBy.APP and row.code_by != CodeBy.APP:
                     saved += (
@@ -258,6 +298,7 @@ def invite_participant(room_id: int, phone: str):
         except enrolment.InviteError as error:
             flash(f"No invitation was sent: {error}.", "error")
         else:
+            audit.record("participant.invite", audit.person(name, phone, room.name))
             flash(
                 f"Sent {name} ({international(phone)}) a text with a link to set up an "
                 f"authenticator app. It works once, for {enrolment.INVITE_HOURS} hours; "
@@ -271,7 +312,9 @@ def invite_participant(room_id: int, phone: str):
 def remove_participant(room_id: int, phone: str):
     room = _room_or_404(room_id)
     if ButtonForm().validate_on_submit():
-        if services().store.remove_participant(phone, room.name):
+        gone = next((p for p in services().store.participants(room.name) if p.phone == phone), None)
+        if gone is not None and services().store.remove_participant(phone, room.name):
+            audit.record("participant.remove", audit.person(gone.name, phone, room.name))
             flash(f"{international(phone)} removed from {room.name}.", "success")
         else:
             flash(f"{phone} was not in {room.name}.", "error")
@@ -308,6 +351,8 @@ def apply_import():
             except NotEnrolled as error:
                 flash(f"Nothing was imported: {error}.", "error")
                 return redirect(url_for("admin.import_participants"))
+            rooms = sorted({row.room for row in rows})
+            audit.record("participant.import", f"rooms {', '.join(rooms)}", {"rows": count})
             flash(f"Imported {count} participant{'s' if count != 1 else ''}.", "success")
             return redirect(url_for("admin.rooms"))
     else:
@@ -392,6 +437,7 @@ def unlock():
     guard = LOCKOUT_KINDS.get(form.kind.data or "")
     if form.validate_on_submit() and guard is not None:
         if services().store.unlock(form.phone.data, guard):
+            audit.record("lockout.unlock", f"{phone_filter(form.phone.data)} ({form.kind.data})")
             flash(f"{phone_filter(form.phone.data)} is unlocked.", "success")
         else:
             flash(f"{phone_filter(form.phone.data)} was not locked any more.", "info")
@@ -455,6 +501,7 @@ def end_conference(conference_sid: str):
         flash(f"Twilio did not end the conference in {room}: {error}. Try again.", "error")
         return redirect(url_for("admin.live"))
     store.conference_ended(conference_sid)
+    audit.record("live.end", f"conference in {room}")
     flash(f"Ended the conference in {room}.", "success")
     return redirect(url_for("admin.live"))
 
@@ -489,7 +536,9 @@ def _change_member(call_sid: str, *, muted: bool | None):
     if not present:
         store.member_left(call_sid)
         flash(f"{who} had already left the conference.", "info")
-    elif muted is None:
+        return redirect(url_for("admin.live"))
+    audit.record(f"live.{action}", f"{who} in {member.room}")
+    if muted is None:
         store.member_left(call_sid)
         flash(f"{who} was removed from {member.room}.", "success")
     else:
@@ -513,7 +562,63 @@ def _ask_twilio(action: str, operation: str, send: Callable[[], object]) -> bool
     return True
 
 
+# -- audit trail and settings -----------------------------------------------------------------
+
+
+@bp.get("/audit")
+def audit_trail():
+    store = services().store
+    form = AuditFilterForm(request.args)
+    form.actor.choices = {"": "Everyone"} | {name: name for name in store.audit_actors()}
+    form.action.choices = {"": "Every action"} | audit.ACTIONS
+    page = max(1, request.args.get("page", default=1, type=int))
+    result = store.audit_page(
+        actor=form.actor.data or None,
+        action=form.action.data or None,
+        target=(form.target.data or "").strip() or None,
+        page=page,
+        per_page=AUDIT_PER_PAGE,
+    )
+    filters = {k: v for k, v in request.args.items() if k != "page" and v}
+    return render_template(
+        "admin/audit.html",
+        form=form,
+        result=result,
+        filters=filters,
+        actions=audit.ACTIONS,
+        describe=audit.describe_changes,
+    )
+
+
+@bp.route("/settings", methods=["GET", "POST"])
+def settings():
+    """The signed-in admin's own settings: the time zone their console shows times in."""
+    form = TimeZoneForm(data={"time_zone": admin_zone().key})
+    form.time_zone.choices = time_zones.choices()
+    if form.validate_on_submit():
+        old = admin_zone().key
+        services().store.set_admin_time_zone(g.admin.id, form.time_zone.data)
+        g.admin = services().store.admin(g.admin.id)
+        audit.record(
+            "admin.time_zone",
+            audit.admin_name(g.admin),
+            audit.changed({"time_zone": old}, {"time_zone": form.time_zone.data}),
+        )
+        flash(f"Times are now shown in {form.time_zone.data}.", "success")
+        return redirect(url_for("admin.settings"))
+    return _form_page("admin/settings.html", form)
+
+
 # -- helpers ----------------------------------------------------------------------------------
+
+
+def _room_values(room: Room) -> dict:
+    """A room's settings as the audit trail compares them."""
+    return {
+        "name": room.name,
+        "line_number": room.line_number,
+        "hold_music_url": room.hold_music_url,
+    }
 
 
 def _room_or_404(room_id: int) -> Room:

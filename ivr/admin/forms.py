@@ -161,3 +161,24 @@ class CallFilterForm(FlaskForm):
     room = SelectField("Room", choices={}, validate_choice=False, validators=[Optional()])
     phone = StringField("Number", validators=[Optional(), Length(max=40)])
     outcome = SelectField("Outcome", choices={}, validate_choice=False, validators=[Optional()])
+
+
+class AuditFilterForm(FlaskForm):
+    """Filters for the audit trail, read from the query string."""
+
+    class Meta:
+        csrf = False
+
+    actor = SelectField("Who", choices={}, validate_choice=False, validators=[Optional()])
+    action = SelectField("Action", choices={}, validate_choice=False, validators=[Optional()])
+    target = StringField("Done to", validators=[Optional(), Length(max=200)])
+
+
+class TimeZoneForm(FlaskForm):
+    time_zone = SelectField(
+        "Show times in",
+        choices=[],
+        description="Every time in the console is shown in this zone, with the zone named. "
+        "Other admins choose their own.",
+        validators=[DataRequired(message="Choose a time zone.")],
+    )

@@ -4,12 +4,14 @@ Each method of `Store` is one transaction. Webhooks and pages ask `Store` by wha
 (`caller_at_line`, `claim_attempt`, `log_call`, ...); the modules say where each lives:
 rooms.py (rooms, participants, the caller lookup), guards.py (failures, lockouts, send caps,
 codes), enrolments.py (authenticator apps), calls.py (the call log), live.py (conference
-members), admins.py, webhooks.py (Twilio's retries), and models.py (tables).
+members), admins.py, audit.py (the audit trail, append-only), webhooks.py (Twilio's retries),
+and models.py (tables).
 """
 
 from __future__ import annotations
 
 from ivr.store.admins import AdminStore
+from ivr.store.audit import AuditPage, AuditStore
 from ivr.store.calls import (
     CALL_OUTCOMES,
     CallLogPage,
@@ -26,6 +28,7 @@ from ivr.store.models import (
     LINE,
     LOCKOUT_KINDS,
     Admin,
+    AuditEntry,
     Base,
     CallLogEntry,
     CodeBy,
@@ -55,7 +58,14 @@ from ivr.store.webhooks import SeenBefore, WebhookStore
 
 
 class Store(
-    RoomStore, GuardStore, CallLogStore, LiveStore, AdminStore, WebhookStore, EnrolmentStore
+    RoomStore,
+    GuardStore,
+    CallLogStore,
+    LiveStore,
+    AdminStore,
+    WebhookStore,
+    EnrolmentStore,
+    AuditStore,
 ):
     """The line's database; each method is one transaction."""
 
@@ -67,6 +77,8 @@ __all__ = [
     "LOCKOUT_KINDS",
     "MEETING_SETTINGS",
     "Admin",
+    "AuditEntry",
+    "AuditPage",
     "Base",
     "CallLogEntry",
     "CallLogPage",

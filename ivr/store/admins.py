@@ -43,3 +43,7 @@ class AdminStore(Database):
             session.execute(
                 update(Admin).where(Admin.id == admin_id).values(signed_out_at=utcnow())
             )
+
+    def set_admin_time_zone(self, admin_id: int, time_zone: str) -> None:
+        with self._session.begin() as session:
+            session.execute(update(Admin).where(Admin.id == admin_id).values(time_zone=time_zone))

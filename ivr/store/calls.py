@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import case, func, insert, select
 from sqlalchemy.orm import aliased
 
-from ivr.store.database import Database, anywhere, digits_only
+from ivr.store.database import Database, Paged, anywhere, digits_only
 from ivr.store.guards import success_update
 from ivr.store.models import CallLogEntry, CallNote, CodeSend, NumberGuard, Outcome
 
@@ -42,27 +42,19 @@ class CallSummary:
 
 
 @dataclass(frozen=True)
-class CallsPage:
+class CallsPage(Paged):
     calls: list[CallSummary]
     total: int
     page: int
     per_page: int
 
-    @property
-    def pages(self) -> int:
-        return max(1, -(-self.total // self.per_page))
-
 
 @dataclass(frozen=True)
-class CallLogPage:
+class CallLogPage(Paged):
     entries: list[CallLogEntry]
     total: int
     page: int
     per_page: int
-
-    @property
-    def pages(self) -> int:
-        return max(1, -(-self.total // self.per_page))
 
 
 class CallLogStore(Database):

@@ -88,6 +88,17 @@ class Database:
         return dialect.insert(model)
 
 
+class Paged:
+    """Paging for a dataclass with `total`, `page` and `per_page` fields."""
+
+    total: int
+    per_page: int
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self.total // self.per_page))
+
+
 def anywhere(text: str) -> str:
     """Return a LIKE pattern matching `text` literally anywhere (escape character \\)."""
     escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

@@ -258,6 +258,27 @@ class Admin(Base):
     name: Mapped[str] = mapped_column(String(100))
     # Sessions that began before this were ended by a sign-out, wherever their cookie went.
     signed_out_at: Mapped[datetime | None] = mapped_column(DateTime)
+    # The IANA zone the console shows this admin's times in; None reads as UTC.
+    time_zone: Mapped[str | None] = mapped_column(String(64))
+
+
+class AuditEntry(Base):
+    """One change an admin made, through the console or the command line.
+
+    Append-only for the app: the store inserts and reads these, and nothing else. The actor is
+    kept as text, not a key, so that removing an admin keeps what they did.
+    """
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime, index=True)
+    # "Tom Nook (+1 800-555-0111)", or "command line".
+    actor: Mapped[str] = mapped_column(String(200), index=True)
+    action: Mapped[str] = mapped_column(String(40), index=True)  # e.g. "participant.edit"
+    target: Mapped[str] = mapped_column(String(200), index=True)  # e.g. "Blathers (+1 ...) in main"
+    # What changed, as JSON: {"field": [old, new]} for edits, or a few facts ("rows": 12).
+    changes: Mapped[str | None] = mapped_column(Text)
 
 
 class ConferenceMember(Base):
