@@ -13,7 +13,7 @@ from ivr.store.admins import AdminStore
 from ivr.store.calls import CallLogPage, CallLogStore, CallNote
 from ivr.store.enrolments import EnrolmentStore, PendingEnrolment
 from ivr.store.guards import GuardStore, Lockout
-from ivr.store.live import LiveStore
+from ivr.store.live import AnnouncedCaller, LiveStore
 from ivr.store.models import (
     DEFAULT_ROOM_NAME,
     LINE,
@@ -54,6 +54,7 @@ class Store(
 
 
 __all__ = [
+    "AnnouncedCaller",
     "DEFAULT_ROOM_NAME",
     "LINE",
     "LOCKOUT_KINDS",
