@@ -123,6 +123,9 @@ def speak_the_fault(error: Exception):
     if isinstance(error, HTTPException):
         return error
     log.exception("webhook %s failed", request.path)
+    if request.endpoint == "voice.conference_announce":
+        # Played into a meeting: an apology and a hang-up there would be worse than nothing.
+        return _twiml(twiml.empty())
     try:
         _Call.from_request().log(Outcome.APPLICATION_ERROR, None)
     except Exception:  # the database may be what failed; the caller's goodbye comes first
@@ -256,18 +259,14 @@ def conference_events():
 def conference_announce():
     """Say who joined or left (or, to a moderator, how many are in): Twilio's AnnounceUrl.
 
-    Never an error spoken into a meeting: anything amiss plays nothing.
+    Never an error spoken into a meeting: anything amiss plays nothing (speak_the_fault too).
     """
     said, call_sid = request.args.get("event", ""), request.args.get("call", "")
     count = request.args.get("count", default=-1, type=int)
     if said not in SAYINGS or not CALL_SID.fullmatch(call_sid):
         log.warning("announcement request for nothing we announce: played nothing")
         return _twiml(twiml.empty())
-    try:
-        caller = services().store.announced_caller(call_sid)
-    except Exception:  # the meeting goes on without its announcement
-        log.warning("announcement not played: the caller could not be read", exc_info=True)
-        return _twiml(twiml.empty())
+    caller = services().store.announced_caller(call_sid)
     if caller is None:
         log.warning("announcement about a call the line let no one in on: played nothing")
         return _twiml(twiml.empty())

@@ -10,6 +10,7 @@ import xml.etree.ElementTree as ET
 from urllib.parse import urlsplit
 
 import pytest
+from sqlalchemy import text
 
 from ivr import create_app, twiml
 from tests.conftest import (
@@ -125,10 +126,10 @@ def spoken(root: ET.Element) -> list[tuple[str, str | None]]:
 
 
 def never_the_number(*texts: str) -> None:
-    for text in texts:
+    for shown in texts:
         for phone in (MODERATOR, BLATHERS, MABEL):
             digits = phone.lstrip("+")
-            assert digits not in text and digits[-4:] not in text, text
+            assert digits not in shown and digits[-4:] not in shown, shown
 
 
 # -- joins and leaves --------------------------------------------------------------------------
@@ -342,6 +343,21 @@ def test_an_announcement_for_nothing_we_announce_plays_nothing(line, fake_twilio
     path = "/conference/announce" + (f"?{query}" if query else "")
     root = twiml_of(signed_post(line.test_client(), path, params))
     assert verbs(root) == []
+
+
+def test_a_database_fault_plays_nothing_into_the_meeting(line, fake_twilio, log_stream):
+    everyone_in(line, fake_twilio, BLATHERS)
+    store = line.extensions["ivr"].store
+    with store.engine.begin() as connection:
+        connection.execute(text("DROP TABLE call_log"))
+    path = f"/conference/announce?event=joined&call={CALL_OF[BLATHERS]}"
+    params = {"AccountSid": ACCOUNT_SID, "ConferenceSid": CONFERENCE}
+
+    root = twiml_of(signed_post(line.test_client(), path, params))
+
+    # No apology and no hang-up: everyone in the conference would hear it.
+    assert verbs(root) == []
+    assert "ERROR ivr.voice" in log_stream.getvalue()
 
 
 @pytest.mark.parametrize(
