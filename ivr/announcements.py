@@ -139,6 +139,9 @@ class Announcements:
         if news.said == "left" and caller.moderator:
             # The moderator's leaving ends the conference: there is no one to tell.
             return
+        if news.said == "joined" and not caller.present:
+            # Gone again before this was read (or Twilio's leave overtook the join).
+            return
         if caller.others:
             self.announcer.to_conference(
                 news.conference_sid, announce_url(news.announce_url, news.said, news.call_sid)

@@ -202,6 +202,20 @@ def test_with_announce_names_off_twilio_is_asked_nothing(line, fake_twilio):
     assert fake_twilio.requests == []
 
 
+def test_a_join_whose_caller_has_left_already_is_not_announced(line, fake_twilio):
+    everyone_in(line, fake_twilio, BLATHERS)
+    let_in(line, fake_twilio, MABEL)
+    fake_twilio.reset()
+
+    # Twilio's callbacks can arrive out of order: Mabel's leave overtook her join.
+    conference_event(line, "participant-leave", MABEL)
+    line.extensions["ivr"].sender.wait_idle()
+    fake_twilio.reset()
+    joins(line, MABEL)
+
+    assert fake_twilio.requests == []
+
+
 # -- the moderator -----------------------------------------------------------------------------
 
 

@@ -26,6 +26,8 @@ class AnnouncedCaller:
     # A moderator has left, so the conference is ending (moderators end it on exit): the
     # leaves that follow are Twilio emptying it, with nobody left to tell.
     ending: bool = False
+    # The caller is in the conference now (a join may be read after its leave).
+    present: bool = False
 
 
 class LiveStore(Database):
@@ -170,6 +172,11 @@ class LiveStore(Database):
                 ConferenceMember.left_at.is_(None),
             )
         )
+        present = exists().where(
+            ConferenceMember.call_sid == call_sid,
+            ConferenceMember.conference_sid == conference_sid,
+            ConferenceMember.left_at.is_(None),
+        )
         moderator_left = exists().where(
             ConferenceMember.conference_sid == conference_sid,
             ConferenceMember.left_at.is_not(None),
@@ -184,6 +191,7 @@ class LiveStore(Database):
                 caller,
                 others=connection.scalar(others) or 0,
                 ending=bool(connection.scalar(select(moderator_left))),
+                present=bool(connection.scalar(select(present))),
             )
 
     def live_member(self, call_sid: str) -> ConferenceMember | None:
