@@ -12,6 +12,7 @@ from flask.cli import AppGroup, with_appcontext
 from sqlalchemy.exc import SQLAlchemyError
 
 from ivr import audit, enrolment, roster, schema
+from ivr.announcements import LocalAnnouncements
 from ivr.devphone import (
     LOCAL_LINE,
     Conferences,
@@ -414,7 +415,10 @@ def call(phone: str, line: str | None, url: str | None) -> None:
         click.echo(line_heard)
         show_new_texts()
 
-    dev_call = DevCall(transport, phone, line, Conferences(), on_line=hear)
+    # In process, the dev phone plays the line's announcements; over --url they stay there.
+    announcer = None if url else services().announcements.announcer
+    announcements = announcer if isinstance(announcer, LocalAnnouncements) else None
+    dev_call = DevCall(transport, phone, line, Conferences(announcements), on_line=hear)
     click.echo(f"Calling {line} as {phone} ...")
     dev_call.dial()
     first_prompt = True

@@ -22,9 +22,12 @@ from flask import Flask
 from twilio.request_validator import RequestValidator
 
 from ivr import twiml
+from ivr.announcements import LocalAnnouncements
 from ivr.authenticator import SecretUnreadable, current_code
 
 LOCAL_LINE = "+18005550100"
+# The account the dev phone's requests say they come from, as Twilio's carry theirs.
+ACCOUNT_SID = "AC" + "0" * 32
 
 
 class LineError(Exception):
@@ -125,14 +128,25 @@ class Conference:
     sid: str = field(default_factory=lambda: "CF" + secrets.token_hex(16))
     members: list[Member] = field(default_factory=list)
     started: bool = False
+    # What was announced into the conference (or to one caller in it), latest last.
+    announced: list[str] = field(default_factory=list)
+
+
+# Announcements the browser's conference panel shows for each conference.
+SHOWN_ANNOUNCEMENTS = 5
 
 
 class Conferences:
-    """Twilio's conference rules, played locally: moderators start and end, others wait."""
+    """Twilio's conference rules, played locally: moderators start and end, others wait.
 
-    def __init__(self) -> None:
+    With `announcements` (local mode's stand-in for Twilio's announcement API), the
+    announcements the line asks for after each status callback are played too.
+    """
+
+    def __init__(self, announcements: LocalAnnouncements | None = None) -> None:
         self.rooms: dict[str, Conference] = {}
         self._lock = threading.RLock()
+        self._announcements = announcements
 
     def join(self, call: DevCall, element: ET.Element) -> None:
         with self._lock:
@@ -187,6 +201,7 @@ class Conferences:
                         {"label": m.label, "phone": m.call.caller, "moderator": m.starts}
                         for m in room.members
                     ],
+                    "announced": room.announced[-SHOWN_ANNOUNCEMENTS:],
                 }
                 for room in sorted(self.rooms.values(), key=lambda r: r.name)
             ]
@@ -200,12 +215,11 @@ class Conferences:
             self._event(room, by, "conference-end")
         del self.rooms[room.name]
 
-    @staticmethod
-    def _event(room: Conference, member: Member, event: str) -> None:
+    def _event(self, room: Conference, member: Member, event: str) -> None:
         if not member.events_url:
             return
         params = {
-            "AccountSid": "AC" + "0" * 32,
+            "AccountSid": ACCOUNT_SID,
             "ConferenceSid": room.sid,
             "FriendlyName": room.name,
             "StatusCallbackEvent": event,
@@ -213,6 +227,37 @@ class Conferences:
             "ParticipantLabel": member.label,
         }
         member.call.transport.post(member.events_url, params)
+        self._play_announcements(member.call.transport)
+
+    def _play_announcements(self, transport: Transport) -> None:
+        """Play what the line asked Twilio to announce: fetch its signed TwiML, say its <Say>s.
+
+        The in-process line has finished its background work when a callback returns, so every
+        announcement the callback led to is waiting here.
+        """
+        if self._announcements is None:
+            return
+        by_sid = {room.sid: room for room in self.rooms.values()}
+        for announcement in self._announcements.take(by_sid):
+            room = by_sid[announcement.conference_sid]
+            params = {"AccountSid": ACCOUNT_SID, "ConferenceSid": room.sid}
+            if announcement.call_sid is not None:
+                params["CallSid"] = announcement.call_sid
+            try:
+                document = ET.fromstring(transport.post(announcement.url, params))
+            except (LineError, ET.ParseError, requests.RequestException) as error:
+                # Twilio plays nothing then; the phone says so, for whoever is debugging.
+                room.announced.append(f"(The announcement failed: {error}.)")
+                continue
+            listeners = [
+                m for m in room.members if announcement.call_sid in (None, m.call.call_sid)
+            ]
+            only_to = f" (to {listeners[0].label})" if announcement.call_sid and listeners else ""
+            for say in document.iter("Say"):
+                text = say.text or ""
+                room.announced.append(text + only_to)
+                for member in listeners:
+                    member.call.hear(f"Announcement: {text}")
 
 
 class DevCall:
@@ -294,7 +339,7 @@ class DevCall:
 
     def _params(self, **extra: str) -> dict[str, str]:
         return {
-            "AccountSid": "AC" + "0" * 32,
+            "AccountSid": ACCOUNT_SID,
             "CallSid": self.call_sid,
             "From": self.caller,
             "To": self.line,
@@ -369,9 +414,13 @@ class DevCall:
 class DevPhones:
     """The browser phone's calls and conferences, kept in the server process."""
 
-    def __init__(self, transport_factory: Callable[[], Transport]) -> None:
+    def __init__(
+        self,
+        transport_factory: Callable[[], Transport],
+        announcements: LocalAnnouncements | None = None,
+    ) -> None:
         self._transport_factory = transport_factory
-        self.conferences = Conferences()
+        self.conferences = Conferences(announcements)
         self.calls: dict[str, DevCall] = {}
         self._ids = itertools.count(1)
         self.lock = threading.RLock()

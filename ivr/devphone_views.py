@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, abort, current_app, jsonify, render_template, request
 
+from ivr.announcements import LocalAnnouncements
 from ivr.devphone import LOCAL_LINE, DevCall, DevPhones, InProcess, authenticator_code
 from ivr.phones import parse_phone
 from ivr.services import services
@@ -25,8 +26,16 @@ def _phones() -> DevPhones:
     app = current_app._get_current_object()
     phones = app.extensions.get("devphones")
     if phones is None:
-        phones = app.extensions["devphones"] = DevPhones(lambda: InProcess(app))
+        phones = app.extensions["devphones"] = DevPhones(
+            lambda: InProcess(app), _local_announcements()
+        )
     return phones
+
+
+def _local_announcements() -> LocalAnnouncements | None:
+    """Return local mode's stand-in for Twilio's announcements, which the dev phones play."""
+    announcer = services().announcements.announcer
+    return announcer if isinstance(announcer, LocalAnnouncements) else None
 
 
 def _line() -> str:

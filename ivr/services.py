@@ -9,6 +9,7 @@ from datetime import timedelta
 from flask import current_app
 from twilio.rest import Client
 
+from ivr.announcements import Announcements, LocalAnnouncements, TwilioAnnouncer
 from ivr.authenticator import AuthenticatorApps
 from ivr.metrics import Metrics, build_metrics
 from ivr.sending import CodeSender
@@ -32,6 +33,7 @@ class Services:
     apps: AuthenticatorApps  # authenticator app secrets, sealed under SECRET_KEY
     app_codes: AppCodes  # the line's check of authenticator app codes
     texts: Delivery | None  # our own text messages (app invitations); None: no number to send from
+    announcements: Announcements  # names announced in conferences, played on the sender threads
 
 
 def build_services(settings: dict) -> Services:
@@ -42,6 +44,7 @@ def build_services(settings: dict) -> Services:
     if settings["LOCAL_MODE"]:
         outbox = ConsoleOutbox()
         delivery = outbox
+        announcer = LocalAnnouncements()
     else:
         twilio = build_client(
             settings["TWILIO_ACCOUNT_SID"],
@@ -50,6 +53,7 @@ def build_services(settings: dict) -> Services:
             settings["TWILIO_API_URL"],
         )
         delivery = TwilioDelivery(twilio, settings["TWILIO_PHONE_NUMBER"], metrics)
+        announcer = TwilioAnnouncer(twilio, metrics)
     # Built-in codes keep the line's and the console's apart by purpose.
     builtin = BuiltinCodes(store, settings["SECRET_KEY"], settings["OTP_TTL_SECONDS"], delivery)
     codes: CodeProvider = builtin
@@ -74,6 +78,7 @@ def build_services(settings: dict) -> Services:
         apps=apps,
         app_codes=AppCodes(store, apps),
         texts=delivery if settings["INVITE_TEXTS"] else None,
+        announcements=Announcements(store, announcer),
     )
 
 

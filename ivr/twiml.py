@@ -127,5 +127,31 @@ def read_code_aloud(code: str) -> VoiceResponse:
     return response
 
 
+def announce_joined(name: str, language: str = "en-US") -> VoiceResponse:
+    """Tell a conference that `name` has come in."""
+    return _announcement(f"{name} has joined.", language)
+
+
+def announce_left(name: str, language: str = "en-US") -> VoiceResponse:
+    """Tell a conference that `name` has gone."""
+    return _announcement(f"{name} has left.", language)
+
+
+def announce_waiting(count: int, language: str = "en-US") -> VoiceResponse:
+    """Tell a moderator who has just joined how many callers are in the conference already."""
+    if count <= 0:
+        return _announcement("Nobody else is here yet.", language)
+    if count == 1:
+        return _announcement("1 person is waiting.", language)
+    return _announcement(f"{count} people are waiting.", language)
+
+
+def _announcement(text: str, language: str) -> VoiceResponse:
+    # Twilio plays an announcement's <Say> and <Play> only: nothing else goes in.
+    response = VoiceResponse()
+    response.say(text, language=language)
+    return response
+
+
 def empty() -> VoiceResponse:
     return VoiceResponse()

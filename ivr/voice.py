@@ -18,6 +18,7 @@ from twilio.twiml.voice_response import VoiceResponse
 from werkzeug.exceptions import HTTPException
 
 from ivr import twiml
+from ivr.announcements import CALL_SID, CONFERENCE_SID, SAYINGS, ConferenceNews
 from ivr.logs import name_room
 from ivr.phones import caller_phone, is_withheld, parse_phone
 from ivr.sending import PendingSend
@@ -47,6 +48,10 @@ CONFERENCE_OUTCOMES = {
     "participant-join": Outcome.CONFERENCE_JOIN,
     "participant-leave": Outcome.CONFERENCE_LEAVE,
 }
+# The conference events the others hear about, and what they hear.
+ANNOUNCED_EVENTS = {"participant-join": "joined", "participant-leave": "left"}
+# More callers than any conference holds (Twilio's limit is 250): not a count we asked to say.
+MAX_WAITING = 1000
 
 # Twilio's header on every webhook request; a retry of the same request carries the same token.
 IDEMPOTENCY_HEADER = "I-Twilio-Idempotency-Token"
@@ -118,6 +123,9 @@ def speak_the_fault(error: Exception):
     if isinstance(error, HTTPException):
         return error
     log.exception("webhook %s failed", request.path)
+    if request.endpoint == "voice.conference_announce":
+        # Played into a meeting: an apology and a hang-up there would be worse than nothing.
+        return _twiml(twiml.empty())
     try:
         _Call.from_request().log(Outcome.APPLICATION_ERROR, None)
     except Exception:  # the database may be what failed; the caller's goodbye comes first
@@ -243,7 +251,34 @@ def conference_events():
         )
         services().store.log_call(outcome, note)
         services().metrics.call(outcome, note.room)
+    _announce(event)
     return _twiml(twiml.empty())
+
+
+@bp.post("/conference/announce")
+def conference_announce():
+    """Say who joined or left (or, to a moderator, how many are in): Twilio's AnnounceUrl.
+
+    Never an error spoken into a meeting: anything amiss plays nothing (speak_the_fault too).
+    """
+    said, call_sid = request.args.get("event", ""), request.args.get("call", "")
+    count = request.args.get("count", default=-1, type=int)
+    if said not in SAYINGS or not CALL_SID.fullmatch(call_sid):
+        log.warning("announcement request for nothing we announce: played nothing")
+        return _twiml(twiml.empty())
+    caller = services().store.announced_caller(call_sid)
+    if caller is None:
+        log.warning("announcement about a call the line let no one in on: played nothing")
+        return _twiml(twiml.empty())
+    name_room(caller.room)
+    if said == "joined":
+        return _twiml(twiml.announce_joined(caller.name, caller.language))
+    if said == "left":
+        return _twiml(twiml.announce_left(caller.name, caller.language))
+    if not 0 <= count < MAX_WAITING:
+        log.warning("announcement of a waiting count we did not ask for: played nothing")
+        return _twiml(twiml.empty())
+    return _twiml(twiml.announce_waiting(count, caller.language))
 
 
 @bp.post("/call-status")
@@ -278,6 +313,28 @@ def _track_live_members(event: str) -> str | None:
     elif event in ("participant-mute", "participant-unmute") and call_sid:
         store.member_muted(call_sid, event == "participant-mute")
     return None
+
+
+def _announce(event: str) -> None:
+    """Have the conference hear who joined or left: on a sender thread, so Twilio waits for none.
+
+    Whether the room wants it, and who is there to hear it, is read there too.
+    """
+    form = request.form
+    conference_sid, call_sid = form.get("ConferenceSid", ""), form.get("CallSid", "")
+    said = ANNOUNCED_EVENTS.get(event)
+    if said is None or not CONFERENCE_SID.fullmatch(conference_sid):
+        return
+    if not CALL_SID.fullmatch(call_sid):
+        return
+    news = ConferenceNews(
+        said,
+        conference_sid,
+        call_sid,
+        form.get("FriendlyName") or None,
+        _public_url("/conference/announce"),
+    )
+    services().sender.run(services().announcements.announce, news)
 
 
 def _no_input(call: _Call) -> Response:

@@ -1,5 +1,6 @@
 """Property: whatever a signed request carries, every webhook answers 200 with valid TwiML, and
-nobody reaches a conference without entering the code that was sent to their number.
+nobody reaches a conference without entering the code that was sent to their number (and an
+announcement is at most a <Say>).
 
 Hypothesis generates sequences of signed requests with hostile parameters: missing and repeated
 keys, huge values, NUL bytes, non-ASCII digits, odd caller IDs, CallSids reused across callers.
@@ -33,6 +34,8 @@ PATHS = [
     "/gather?reprompt=x",
     "/conference/events",
     "/call-status",
+    "/conference/announce?event=joined&call=CA" + "1" * 32,
+    "/conference/announce?event=waiting&count=2&call=CA" + "2" * 32,
 ]
 RIGHT = object()  # stands for the code last sent to the request's caller
 CALLERS = [
@@ -137,6 +140,9 @@ def test_hostile_signed_requests_get_twiml_and_no_conference_without_the_code(
         assert response.mimetype == "text/xml"
         root = ET.fromstring(response.data)
         assert root.tag == "Response"
+        if path.startswith("/conference/announce"):
+            # Played into a meeting: a name at most, never a prompt, a hang-up or an error.
+            assert {child.tag for child in root} <= {"Say"}
         if root.find("Dial/Conference") is not None:
             # Let in only with the code sent to this caller's number, as the request's one Digits.
             assert path.startswith("/gather")

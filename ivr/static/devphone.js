@@ -24,6 +24,7 @@ function render(call) {
     const item = document.createElement("li");
     item.textContent = line;
     if (line.startsWith("***")) item.className = "end";
+    if (line.startsWith("Announcement: ")) item.className = "announcement";
     return item;
   }));
   $("entered").textContent = state.digits;
@@ -101,6 +102,17 @@ function renderConferences(conferences) {
       return item;
     }));
     box.append(title, members);
+    if (room.announced.length) {
+      const heard = document.createElement("ul");
+      heard.className = "announced";
+      heard.setAttribute("aria-label", `Announced in ${room.name}`);
+      heard.append(...room.announced.map((text) => {
+        const item = document.createElement("li");
+        item.textContent = `Announced: ${text}`;
+        return item;
+      }));
+      box.append(heard);
+    }
     return box;
   }));
 }

@@ -22,7 +22,7 @@ from ivr.store.calls import (
 )
 from ivr.store.enrolments import EnrolmentStore, PendingEnrolment
 from ivr.store.guards import GuardStore, Lockout
-from ivr.store.live import LiveStore
+from ivr.store.live import AnnouncedCaller, LiveStore
 from ivr.store.models import (
     DEFAULT_ROOM_NAME,
     LINE,
@@ -72,6 +72,7 @@ class Store(
 
 __all__ = [
     "CALL_OUTCOMES",
+    "AnnouncedCaller",
     "DEFAULT_ROOM_NAME",
     "LINE",
     "LOCKOUT_KINDS",

@@ -2,10 +2,32 @@
 
 from __future__ import annotations
 
-from sqlalchemy import delete, func, insert, select, update
+from dataclasses import dataclass, replace
+
+from sqlalchemy import Connection, delete, exists, func, insert, select, update
 
 from ivr.store.database import Database
-from ivr.store.models import CallLogEntry, ConferenceMember, Room, utcnow
+from ivr.store.models import CallLogEntry, ConferenceMember, Outcome, Room, utcnow
+
+_JOINED = (Outcome.JOINED_MODERATOR, Outcome.JOINED_PARTICIPANT)
+
+
+@dataclass(frozen=True)
+class AnnouncedCaller:
+    """Who a conference announcement is about, as the line let them in, and their room's wishes."""
+
+    name: str
+    moderator: bool
+    room: str
+    language: str
+    announce_names: bool
+    # Callers in the conference apart from this one: whoever would hear the announcement.
+    others: int = 0
+    # A moderator has left, so the conference is ending (moderators end it on exit): the
+    # leaves that follow are Twilio emptying it, with nobody left to tell.
+    ending: bool = False
+    # The caller is in the conference now (a join may be read after its leave).
+    present: bool = False
 
 
 class LiveStore(Database):
@@ -131,7 +153,75 @@ class LiveStore(Database):
                 )
             )
 
+    def announced_caller(self, call_sid: str) -> AnnouncedCaller | None:
+        """Return the caller the line let in on `call_sid` (their listed name, not the number).
+
+        None if the line let no one in on that call, or their room is gone.
+        """
+        with self.engine.connect() as connection:
+            return _announced_caller(connection, call_sid)
+
+    def conference_news(self, call_sid: str, conference_sid: str) -> AnnouncedCaller | None:
+        """Return announced_caller(call_sid), with who else is in the conference now."""
+        others = (
+            select(func.count())
+            .select_from(ConferenceMember)
+            .where(
+                ConferenceMember.conference_sid == conference_sid,
+                ConferenceMember.call_sid != call_sid,
+                ConferenceMember.left_at.is_(None),
+            )
+        )
+        present = exists().where(
+            ConferenceMember.call_sid == call_sid,
+            ConferenceMember.conference_sid == conference_sid,
+            ConferenceMember.left_at.is_(None),
+        )
+        moderator_left = exists().where(
+            ConferenceMember.conference_sid == conference_sid,
+            ConferenceMember.left_at.is_not(None),
+            CallLogEntry.call_sid == ConferenceMember.call_sid,
+            CallLogEntry.outcome == Outcome.JOINED_MODERATOR,
+        )
+        with self.engine.connect() as connection:
+            caller = _announced_caller(connection, call_sid)
+            if caller is None:
+                return None
+            return replace(
+                caller,
+                others=connection.scalar(others) or 0,
+                ending=bool(connection.scalar(select(moderator_left))),
+                present=bool(connection.scalar(select(present))),
+            )
+
     def live_member(self, call_sid: str) -> ConferenceMember | None:
         with self._session() as session:
             member = session.get(ConferenceMember, call_sid)
         return member if member is not None and member.left_at is None else None
+
+
+def _announced_caller(connection: Connection, call_sid: str) -> AnnouncedCaller | None:
+    # The join row /gather wrote: the name from the list, where the conference events' rows
+    # carry the participant label (which may end in digits of the number).
+    joined = connection.execute(
+        select(
+            CallLogEntry.name,
+            CallLogEntry.outcome,
+            Room.name.label("room"),
+            Room.language,
+            Room.announce_names,
+        )
+        .join(Room, Room.name == CallLogEntry.room)
+        .where(CallLogEntry.call_sid == call_sid, CallLogEntry.outcome.in_(_JOINED))
+        .order_by(CallLogEntry.id.desc())
+        .limit(1)
+    ).first()
+    if joined is None or not joined.name:
+        return None
+    return AnnouncedCaller(
+        name=joined.name,
+        moderator=joined.outcome == Outcome.JOINED_MODERATOR,
+        room=joined.room,
+        language=joined.language,
+        announce_names=joined.announce_names,
+    )
