@@ -24,7 +24,7 @@ from flask import (
 )
 from twilio.base.exceptions import TwilioRestException
 
-from ivr import enrolment, roster
+from ivr import enrolment, hours, roster
 from ivr.admin import auth, pages
 from ivr.admin.forms import (
     ApplyImportForm,
@@ -35,6 +35,7 @@ from ivr.admin.forms import (
     RoomForm,
     UnlockForm,
 )
+from ivr.languages import LANGUAGES
 from ivr.phones import international
 from ivr.services import services
 from ivr.store import (
@@ -66,7 +67,11 @@ NEEDS_TWILIO = "Live control needs Twilio credentials; the line is running in lo
 
 @bp.context_processor
 def _names() -> dict:
-    return {"code_by_names": roster.CODE_BY_NAMES}
+    return {
+        "code_by_names": roster.CODE_BY_NAMES,
+        "language_names": LANGUAGES,
+        "hour_lines": hours.lines,
+    }
 
 
 @bp.app_template_filter("phone")
@@ -126,9 +131,10 @@ def new_room():
         except Conflict as error:
             form.form_errors.append(f"Not saved: {error}.")
         else:
+            services().store.update_meeting(room.id, **form.meeting_settings())
             flash(f"Room {room.name} created.", "success")
             return redirect(url_for("admin.room", room_id=room.id))
-    return _form_page("admin/room_form.html", form, room=None)
+    return _form_page("admin/room_form.html", form, room=None, zones=_zone_names())
 
 
 @bp.route("/rooms/<int:room_id>/edit", methods=["GET", "POST"])
@@ -143,11 +149,13 @@ def edit_room(room_id: int):
         except Conflict as error:
             form.form_errors.append(f"Not saved: {error}.")
         else:
-            if not changed:
+            if not changed or not services().store.update_meeting(
+                room_id, **form.meeting_settings()
+            ):
                 abort(404)
             flash(f"Room {form.name.data} saved.", "success")
             return redirect(url_for("admin.room", room_id=room_id))
-    return _form_page("admin/room_form.html", form, room=room)
+    return _form_page("admin/room_form.html", form, room=room, zones=_zone_names())
 
 
 @bp.route("/rooms/<int:room_id>/delete", methods=["GET", "POST"])
@@ -470,6 +478,11 @@ def _ask_twilio(action: str, operation: str, send: Callable[[], object]) -> bool
 
 
 # -- helpers ----------------------------------------------------------------------------------
+
+
+def _zone_names() -> list[str]:
+    """Return the time zones the room form suggests as the admin types."""
+    return sorted(hours.zone_names())
 
 
 def _room_or_404(room_id: int) -> Room:
