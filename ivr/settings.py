@@ -73,8 +73,8 @@ EXAMPLE_PARTICIPANTS = {
 # The example participant who gets codes from an authenticator app (the dev phones show them).
 EXAMPLE_APP_USER = "+18005556789"
 # Local mode's example of a closed room, on a line of its own: open Sundays 03:00-04:00 Berlin
-# time (and on a day now past), so a call at almost any hour hears when it opens next. Blathers
-# is refused outside the hours; the moderator, who may call any time, gets in.
+# time (and on a day now past), so a call at almost any hour hears when it opens next. Mabel is
+# refused outside the hours; the moderator, who may call any time, gets in.
 EXAMPLE_ROOMS: tuple[dict[str, Any], ...] = (
     {
         "name": "night",
@@ -83,7 +83,7 @@ EXAMPLE_ROOMS: tuple[dict[str, Any], ...] = (
         "opening_hours": "sun 03:00-04:00\n2026-01-01 09:00-10:00",
         "members": (
             (EXAMPLE_MODERATOR, "Moderator", "moderator"),
-            ("+18005559876", "Blathers", "participant"),
+            ("+18005554321", "Mabel", "participant"),
         ),
     },
 )

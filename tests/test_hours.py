@@ -16,6 +16,7 @@ from ivr import create_app, hours, twiml
 from ivr.store import CallLogEntry, CodeSend, NumberGuard, Room
 from tests.conftest import (
     BLATHERS,
+    MABEL,
     MODERATOR,
     STRANGER,
     call_params,
@@ -624,9 +625,7 @@ def test_local_mode_has_a_closed_room_the_dev_phone_reaches(tmp_path):
     assert (night.line_number, night.time_zone) == ("+18005550102", "Europe/Berlin")
     set_clock(app, berlin(2026, 11, 23, 12, 0))  # a Monday noon
 
-    result = app.test_cli_runner().invoke(
-        args=["call", BLATHERS, "--to", "+18005550102"], input="\n"
-    )
+    result = app.test_cli_runner().invoke(args=["call", MABEL, "--to", "+18005550102"], input="\n")
 
     assert result.exit_code == 0, result.output
     assert "Line: This meeting room opens on Sunday at 3:00 a.m., Berlin time. Goodbye." in (
