@@ -23,6 +23,7 @@ from tests.conftest import (
     lock_out,
     post_form,
     said,
+    seed_roster,
     signed_post,
     twiml_of,
     verbs,
@@ -314,6 +315,21 @@ def test_a_caller_outside_the_hours_hears_when_it_opens_and_nothing_is_sent(
     assert outcomes(closed_app) == ["room closed"]
     entry = rows(closed_app, CallLogEntry)[0]
     assert (entry.phone, entry.name, entry.room) == (BLATHERS, "Blathers", "main")
+
+
+def test_metrics_count_the_closed_room(make_app):
+    from tests.test_metrics import TOKEN, calls, scrape
+
+    app = make_app(METRICS_TOKEN=TOKEN)
+    seed_roster(app)
+    set_hours(app, WEEKDAYS_TEN_TO_ELEVEN)
+    set_clock(app, berlin(2026, 11, 27, 11, 0))
+
+    voice(app, BLATHERS)
+
+    counted = calls(scrape(app.test_client()))
+    assert counted.get(("room closed", "main")) == 1
+    assert ("code sent", "main") not in counted
 
 
 def test_a_locked_out_caller_hears_the_room_is_closed_and_the_lockout_is_untouched(
