@@ -377,7 +377,7 @@ class _Call:
     def room_closed(self, caller: CallerAtLine, closed: _Closed) -> Response:
         """Tell a caller outside the room's hours when it opens; nothing is sent or counted."""
         self.log(Outcome.ROOM_CLOSED, caller)
-        opens_at = closed.hours.next_opening(closed.now)
+        opens_at = closed.opening_hours.next_opening(closed.now)
         zone_name = caller.time_zone or hours.DEFAULT_ZONE
         return _twiml(twiml.room_closed(opens_at, closed.now, zone_name, caller.language))
 
@@ -391,7 +391,7 @@ class _Call:
 class _Closed:
     """A room found closed: its hours, and the time it was asked, in the room's zone."""
 
-    hours: hours.OpeningHours
+    opening_hours: hours.OpeningHours
     now: datetime
 
 
