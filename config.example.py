@@ -68,6 +68,10 @@ LOG_FORMAT = "text"
 
 # The seed tutorial's participant list; loaded into an empty database (by init-db, or at start in
 # local mode) into the room "main". Manage the list afterwards with `flask --app ivr participants`.
+# With neither set (local mode without a config.py), the same callers load, plus an example room
+# "night" on the line +18005550102, open Sundays 03:00-04:00 Berlin time: a call to it at almost
+# any hour meets a closed room (README: Opening hours). Rooms' hours, zones and languages live in
+# the database: `flask --app ivr rooms ...` or the admin console.
 MODERATOR = "+18005551234"
 KNOWN_PARTICIPANTS = {
     "+18005559876": "Blathers",

@@ -1,4 +1,5 @@
-"""Commands for operators: `flask --app ivr init-db`, `db ...`, `participants ...`, `admins ...`."""
+"""Commands for operators: `flask --app ivr init-db`, `db ...`, `participants ...`, `rooms ...`,
+`admins ...`."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 from sqlalchemy.exc import SQLAlchemyError
 
-from ivr import audit, enrolment, roster, schema
+from ivr import audit, enrolment, hours, roster, schema
 from ivr.announcements import LocalAnnouncements
 from ivr.devphone import (
     LOCAL_LINE,
@@ -21,13 +22,15 @@ from ivr.devphone import (
     OverHttp,
     authenticator_code,
 )
+from ivr.languages import LANGUAGES
 from ivr.phones import international, parse_phone
 from ivr.services import seed_participants, services
 from ivr.settings import SIGN_IN_OFF
-from ivr.store import DEFAULT_ROOM_NAME, CodeBy, NotEnrolled, Role
+from ivr.store import DEFAULT_ROOM_NAME, MEETING_SETTINGS, CodeBy, NotEnrolled, Role, Room
 from ivr.verification import ProviderError
 
 participants = AppGroup("participants", help="Manage who may join each room.")
+rooms = AppGroup("rooms", help="Rooms' opening hours, language and options.")
 admins = AppGroup("admins", help="Manage who may sign in to the admin console at /admin.")
 db = AppGroup(
     "db", help="Schema migrations (Alembic): upgrade, downgrade, current, history, check."
@@ -38,6 +41,7 @@ def register(app: Flask) -> None:
     app.cli.add_command(init_db)
     app.cli.add_command(db)
     app.cli.add_command(participants)
+    app.cli.add_command(rooms)
     app.cli.add_command(call)
     app.cli.add_command(admins)
     app.cli.add_command(audit_trail)
@@ -260,6 +264,139 @@ def import_(file) -> None:
 def export(file) -> None:
     """Write every participant as CSV to FILE, or to standard output."""
     roster.write_csv(_store().participants(), file or sys.stdout)
+
+
+@rooms.command("list")
+def list_rooms() -> None:
+    """List every room: line, time zone, opening hours, language and options."""
+    for room in _store().rooms():
+        click.echo(_room_line(room))
+
+
+@rooms.command("hours")
+@click.argument("room_name", metavar="ROOM")
+@click.option("--tz", "zone_name", default=None, help="IANA time zone, e.g. Europe/Berlin.")
+@click.option(
+    "--weekly", multiple=True, help='A weekly window, e.g. "mon-fri 09:55-11:00" (repeatable).'
+)
+@click.option(
+    "--once", multiple=True, help='A one-off window, e.g. "2026-12-03 15:00-16:30" (repeatable).'
+)
+@click.option("--clear", is_flag=True, help="No hours: the room is always open.")
+def room_hours(
+    room_name: str, zone_name: str | None, weekly: tuple, once: tuple, clear: bool
+) -> None:
+    """Set ROOM's opening hours (replacing its windows), or --clear them."""
+    if clear and (weekly or once):
+        raise click.ClickException("--clear takes no --weekly or --once windows")
+    if not (clear or weekly or once or zone_name is not None):
+        raise click.ClickException("give --weekly or --once windows, --tz, or --clear")
+    for text in weekly:
+        if text.strip()[:1].isdigit():
+            raise click.ClickException(f"--weekly takes days, not a date: {text!r} (use --once)")
+    for text in once:
+        if not text.strip()[:1].isdigit():
+            raise click.ClickException(f"--once takes a date: {text!r} (use --weekly for days)")
+    values = {}
+    try:
+        if zone_name is not None:
+            hours.zone(zone_name)
+            values["time_zone"] = zone_name
+        if clear:
+            values["opening_hours"] = None
+        elif weekly or once:
+            values["opening_hours"] = hours.canonical([*weekly, *once])
+    except hours.HoursError as error:
+        raise click.ClickException(str(error)) from None
+    store = _store()
+    before = _room_named(store, room_name)
+    store.update_meeting(before.id, **values)
+    room = store.room(before.id)
+    audit.record(
+        "room.hours",
+        f"room {room.name}",
+        audit.changed(_meeting_of(before), {key: getattr(room, key) for key in values}),
+    )
+    if room.opening_hours is None:
+        click.echo(f"Room {room.name} is always open.")
+        return
+    zone = room.time_zone or hours.DEFAULT_ZONE
+    click.echo(f"Room {room.name} is open ({zone} time):")
+    for line in hours.lines(room.opening_hours):
+        click.echo(f"  {line}")
+    opening_hours = hours.schedule(room.time_zone, room.opening_hours)
+    now = services().clock()
+    if not opening_hours.is_open(now) and opening_hours.next_opening(now) is None:
+        click.echo(
+            f"Warning: none of room {room.name}'s windows opens again: it stays closed to "
+            "everyone but its moderators.",
+            err=True,
+        )
+
+
+@rooms.command("set")
+@click.argument("room_name", metavar="ROOM")
+@click.option("--language", default=None, help=f"One of {', '.join(LANGUAGES)}.")
+@click.option(
+    "--announce-names/--no-announce-names",
+    default=None,
+    help="Say who joins and leaves to the others.",
+)
+@click.option(
+    "--moderators-anytime/--no-moderators-anytime",
+    default=None,
+    help="Let moderators in outside the opening hours.",
+)
+def room_set(
+    room_name: str,
+    language: str | None,
+    announce_names: bool | None,
+    moderators_anytime: bool | None,
+) -> None:
+    """Set ROOM's language and options; what is not given stays as it is."""
+    if language is not None and language not in LANGUAGES:
+        raise click.ClickException(
+            f"unknown language {language!r} (use one of {', '.join(LANGUAGES)})"
+        )
+    given = {
+        "language": language,
+        "announce_names": announce_names,
+        "moderators_anytime": moderators_anytime,
+    }
+    values = {key: value for key, value in given.items() if value is not None}
+    if not values:
+        raise click.ClickException(
+            "give --language, --announce-names/--no-announce-names or "
+            "--moderators-anytime/--no-moderators-anytime"
+        )
+    store = _store()
+    room = _room_named(store, room_name)
+    store.update_meeting(room.id, **values)
+    audit.record("room.edit", f"room {room.name}", audit.changed(_meeting_of(room), values))
+    click.echo(_room_line(store.room(room.id)))
+
+
+def _meeting_of(room: Room) -> dict:
+    return {key: getattr(room, key) for key in MEETING_SETTINGS}
+
+
+def _room_named(store, name: str) -> Room:
+    room = store.room_named(" ".join(name.split()))
+    if room is None:
+        raise click.ClickException(f"no room named {name!r}")
+    return room
+
+
+def _room_line(room: Room) -> str:
+    """Return a room as one tab-separated line of `rooms list`."""
+    line = international(room.line_number) if room.line_number else "every other number"
+    windows = "; ".join(hours.lines(room.opening_hours)) or "always open"
+    options = [
+        "moderators anytime" if room.moderators_anytime else "moderators in hours only",
+        "announces names" if room.announce_names else "no name announcements",
+    ]
+    zone = room.time_zone or hours.DEFAULT_ZONE
+    return "\t".join([room.name, line, zone, windows, room.language, ", ".join(options)])
 
 
 @admins.command("add")

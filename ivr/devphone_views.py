@@ -44,8 +44,14 @@ def _line() -> str:
 
 @bp.get("/phone")
 def phone_page():
+    # Every room with a line of its own can be dialled; every other number reaches the default.
+    lines = {_line(): "the line"} | {
+        room.line_number: f"room {room.name}"
+        for room in services().store.rooms()
+        if room.line_number and room.line_number != _line()
+    }
     return render_template(
-        "devphone.html", participants=services().store.participants(), line=_line()
+        "devphone.html", participants=services().store.participants(), line=_line(), lines=lines
     )
 
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from flask import current_app
 from twilio.rest import Client
@@ -34,6 +35,8 @@ class Services:
     app_codes: AppCodes  # the line's check of authenticator app codes
     texts: Delivery | None  # our own text messages (app invitations); None: no number to send from
     announcements: Announcements  # names announced in conferences, played on the sender threads
+    # The time the line goes by for opening hours (aware); tests set another instead of waiting.
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
 
 
 def build_services(settings: dict) -> Services:
@@ -91,7 +94,8 @@ def seed_participants(store: Store, settings: dict) -> int:
     """Load the configured (or, in local mode, example) participants into an empty database.
 
     Local mode's example authenticator app user is enrolled the way a participant enrolls
-    (an invitation, then its confirmation), so the dev phones can show their codes.
+    (an invitation, then its confirmation), so the dev phones can show their codes; its example
+    rooms (settings' EXAMPLE_ROOMS) come with their line numbers, hours and members.
     """
     rows = [
         ParticipantRow(phone, name, Role(role))
@@ -106,4 +110,18 @@ def seed_participants(store: Store, settings: dict) -> int:
             sealed = apps.seal(apps.new_secret())
             if store.invite(phone, DEFAULT_ROOM_NAME, token, sealed, utcnow() + timedelta(hours=1)):
                 store.finish_enrolment(token, 0, utcnow())
+        for example in settings["SEED_ROOMS"]:
+            loaded += _seed_room(store, example)
     return loaded
+
+
+def _seed_room(store: Store, example: dict) -> int:
+    """Create an example room with its line, hours and members; return how many it holds."""
+    room = store.create_room(example["name"], example["line_number"], None)
+    store.update_meeting(
+        room.id, time_zone=example["time_zone"], opening_hours=example["opening_hours"]
+    )
+    return store.import_participants(
+        ParticipantRow(phone, name, Role(role), example["name"])
+        for phone, name, role in example["members"]
+    )

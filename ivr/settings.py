@@ -72,6 +72,21 @@ EXAMPLE_PARTICIPANTS = {
 }
 # The example participant who gets codes from an authenticator app (the dev phones show them).
 EXAMPLE_APP_USER = "+18005556789"
+# Local mode's example of a closed room, on a line of its own: open Sundays 03:00-04:00 Berlin
+# time (and on a day now past), so a call at almost any hour hears when it opens next. Mabel is
+# refused outside the hours; the moderator, who may call any time, gets in.
+EXAMPLE_ROOMS: tuple[dict[str, Any], ...] = (
+    {
+        "name": "night",
+        "line_number": "+18005550102",
+        "time_zone": "Europe/Berlin",
+        "opening_hours": "sun 03:00-04:00\n2026-01-01 09:00-10:00",
+        "members": (
+            (EXAMPLE_MODERATOR, "Moderator", "moderator"),
+            ("+18005554321", "Mabel", "participant"),
+        ),
+    },
+)
 
 _INT_RANGES = {
     "OTP_TTL_SECONDS": (1, 600),
@@ -195,6 +210,7 @@ def validate(raw: dict[str, Any], instance_path: Path) -> dict[str, Any]:
     settings["SEED_APP_USERS"] = (
         [EXAMPLE_APP_USER] if examples and not settings["MODERATOR"] else []
     )
+    settings["SEED_ROOMS"] = EXAMPLE_ROOMS if examples and not settings["MODERATOR"] else ()
     return settings
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from twilio.twiml.voice_response import Dial, Gather, VoiceResponse
 
 from ivr.store import CodeBy, Role
@@ -41,6 +43,26 @@ PROVIDER_FAULT = (
 )
 APPLICATION_FAULT = "Sorry, something went wrong on our side. Please try again later. Goodbye."
 CORRECT = "That was correct. Joining conference."
+ROOM_CLOSED = "This meeting room is closed. Goodbye."
+# Openings this many days ahead or fewer are named by weekday alone ("on Monday").
+DAYS_NAMED_BY_WEEKDAY = 6
+# Not strftime's %A and %B: those follow the server's locale, and this sentence is English.
+WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+MONTHS = (
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+)
+UTC_NAMES = {"UTC", "UCT", "Universal", "Zulu", "GMT", "Greenwich"}
 
 
 def goodbye(message: str) -> VoiceResponse:
@@ -58,6 +80,49 @@ def locked_out(minutes_left: int) -> VoiceResponse:
         "Too many incorrect codes. This number is locked for "
         f"{minutes}. Please try again later. Goodbye."
     )
+
+
+def room_closed(
+    opens_at: datetime | None, now: datetime, zone_name: str, language: str = "en-US"
+) -> VoiceResponse:
+    """Tell a caller outside the room's hours when it next opens, in its zone, and hang up.
+
+    `opens_at` and `now` are aware datetimes in the room's zone; None: it never opens again.
+    Only English is spoken here (`language` is for the room's catalogue).
+    """
+    if opens_at is None:
+        return goodbye(ROOM_CLOSED)
+    place = zone_place(zone_name)
+    return goodbye(
+        f"This meeting room opens {_day_words(opens_at, now)} at {_clock_words(opens_at)}, "
+        f"{place} time. Goodbye."
+    )
+
+
+def zone_place(zone_name: str) -> str:
+    """Return how a zone is named aloud: its city ("America/New_York": "New York")."""
+    area, _, city = zone_name.rpartition("/")
+    if not area or area == "Etc":
+        # No city to name: "UTC", "Etc/GMT+5" (whose sign a listener would read backwards).
+        return "UTC" if city in UTC_NAMES else zone_name
+    return city.replace("_", " ")
+
+
+def _day_words(opens_at: datetime, now: datetime) -> str:
+    days_ahead = (opens_at.date() - now.date()).days
+    if days_ahead == 0:
+        return "today"
+    if days_ahead == 1:
+        return "tomorrow"
+    if days_ahead <= DAYS_NAMED_BY_WEEKDAY:
+        return f"on {WEEKDAYS[opens_at.weekday()]}"
+    return f"on {WEEKDAYS[opens_at.weekday()]}, {MONTHS[opens_at.month - 1]} {opens_at.day}"
+
+
+def _clock_words(at: datetime) -> str:
+    """Return "3:00 p.m.", "9:55 a.m.", "12:30 a.m." for half past midnight."""
+    hour = at.hour % 12 or 12
+    return f"{hour}:{at.minute:02d} {'a.m.' if at.hour < 12 else 'p.m.'}"
 
 
 def ask_for_code(message: str, gather_url: str, no_input_url: str) -> VoiceResponse:

@@ -10,6 +10,7 @@ import logging
 import math
 import re
 import time
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
@@ -17,7 +18,7 @@ from flask import Blueprint, Response, abort, current_app, g, request
 from twilio.twiml.voice_response import VoiceResponse
 from werkzeug.exceptions import HTTPException
 
-from ivr import twiml
+from ivr import hours, twiml
 from ivr.announcements import CALL_SID, CONFERENCE_SID, SAYINGS, ConferenceNews
 from ivr.logs import name_room
 from ivr.phones import caller_phone, is_withheld, parse_phone
@@ -142,6 +143,10 @@ def voice():
     if caller is None or caller.name is None:
         call.log(Outcome.UNKNOWN_NUMBER, caller)
         return _twiml(twiml.goodbye(twiml.UNKNOWN_NUMBER))
+    # Before the lockout and any send: a closed room costs the caller nothing.
+    closed = _closed_to(caller)
+    if closed is not None:
+        return call.room_closed(caller, closed)
     if _is_locked(caller):
         return call.locked_out(caller, caller.locked_until)
     if caller.code_by == CodeBy.APP:
@@ -426,10 +431,39 @@ class _Call:
         minutes_left = max(1, math.ceil((until - utcnow()).total_seconds() / 60))
         return _twiml(twiml.locked_out(minutes_left))
 
+    def room_closed(self, caller: CallerAtLine, closed: _Closed) -> Response:
+        """Tell a caller outside the room's hours when it opens; nothing is sent or counted."""
+        self.log(Outcome.ROOM_CLOSED, caller)
+        opens_at = closed.opening_hours.next_opening(closed.now)
+        zone_name = caller.time_zone or hours.DEFAULT_ZONE
+        return _twiml(twiml.room_closed(opens_at, closed.now, zone_name, caller.language))
+
     def provider_fault(self, caller: CallerAtLine, error: ProviderError) -> Response:
         log.error("code check failed: %s", error)
         self.log(Outcome.PROVIDER_ERROR, caller)
         return _twiml(twiml.goodbye(twiml.PROVIDER_FAULT))
+
+
+@dataclass(frozen=True)
+class _Closed:
+    """A room found closed: its hours, and the time it was asked, in the room's zone."""
+
+    opening_hours: hours.OpeningHours
+    now: datetime
+
+
+def _closed_to(caller: CallerAtLine) -> _Closed | None:
+    """Return why the caller's room is closed to them now, or None if they may go on.
+
+    Only /voice asks: a caller already let in stays in when a window ends.
+    """
+    opening_hours = hours.schedule(caller.time_zone, caller.opening_hours)
+    if opening_hours is None:
+        return None
+    if caller.role == Role.MODERATOR and caller.moderators_anytime:
+        return None
+    now = services().clock().astimezone(opening_hours.zone)
+    return None if opening_hours.is_open(now) else _Closed(opening_hours, now)
 
 
 def _lockout_from_now() -> datetime:

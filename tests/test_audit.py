@@ -153,3 +153,35 @@ def test_the_store_only_appends_to_the_trail(app):
     store.record_audit(CLI, "admin.add", "x")
     assert [e.target for e in store.audit_page().entries] == ["x"]
     assert AuditEntry.__tablename__ == "audit_log"
+
+
+def test_room_commands_leave_one_row_with_the_change(app):
+    hours = run(
+        app, "rooms", "hours", "main", "--tz", "Europe/Berlin", "--weekly", "mon-fri 09:55-11:00"
+    )
+    assert hours.exit_code == 0, hours.output
+    settings = run(app, "rooms", "set", "main", "--language", "de-DE", "--no-announce-names")
+    assert settings.exit_code == 0, settings.output
+    refused = run(app, "rooms", "hours", "main", "--weekly", "mox 09:00-10:00")
+    assert refused.exit_code == 1
+    cleared = run(app, "rooms", "hours", "main", "--clear")
+    assert cleared.exit_code == 0
+
+    assert rows(app) == [
+        (
+            CLI,
+            "room.hours",
+            "room main",
+            {
+                "time_zone": [None, "Europe/Berlin"],
+                "opening_hours": [None, "mon-fri 09:55-11:00"],
+            },
+        ),
+        (
+            CLI,
+            "room.edit",
+            "room main",
+            {"language": ["en-US", "de-DE"], "announce_names": [True, False]},
+        ),
+        (CLI, "room.hours", "room main", {"opening_hours": ["mon-fri 09:55-11:00", None]}),
+    ]

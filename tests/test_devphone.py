@@ -191,15 +191,18 @@ def test_with_credentials_there_is_no_demo_data_no_secrets_and_no_dev_phone(tmp_
 
 def test_local_mode_loads_the_examples_once(local_app):
     store = local_app.extensions["ivr"].store
-    assert [(p.phone, p.name, p.role.value) for p in store.participants()] == [
-        ("+18005551234", "Moderator", "moderator"),
-        ("+18005559876", "Blathers", "participant"),
-        ("+18005554321", "Mabel", "participant"),
-        ("+18005556789", "Tommy", "participant"),
+    assert [(p.room, p.phone, p.name, p.role.value) for p in store.participants()] == [
+        ("main", "+18005551234", "Moderator", "moderator"),
+        ("main", "+18005559876", "Blathers", "participant"),
+        ("main", "+18005554321", "Mabel", "participant"),
+        ("main", "+18005556789", "Tommy", "participant"),
+        # The closed example room (README: Opening hours).
+        ("night", "+18005551234", "Moderator", "moderator"),
+        ("night", "+18005554321", "Mabel", "participant"),
     ]
     store.remove_participant("+18005556789")
     again = create_app({"INSTANCE_PATH": local_app.instance_path})
-    assert len(again.extensions["ivr"].store.participants()) == 3
+    assert len(again.extensions["ivr"].store.participants()) == 5
     again.extensions["ivr"].store.dispose()
 
 
@@ -371,4 +374,32 @@ def test_browser_phone_tommy_joins_with_the_code_his_app_shows(browser, live_ser
     page.wait_for_selector("#transcript li.end >> text=Joined conference main")
     assert page.inner_text("#inbox") == "No messages."
     page.screenshot(path=str(ARTIFACTS / "devphone-app-code.png"), full_page=True)
+    assert errors == []
+
+
+def test_browser_phone_dials_the_closed_example_room(browser, live_server, local_app):
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    # A Monday noon in Berlin: the room "night" opens on Sundays at 03:00.
+    noon = datetime(2026, 11, 23, 12, 0, tzinfo=ZoneInfo("Europe/Berlin"))
+    local_app.extensions["ivr"].clock = lambda: noon
+    errors: list[str] = []
+    context = browser.new_context(viewport={"width": 1100, "height": 800})
+    page = open_phone(context, live_server, errors)
+    assert page.inner_text("#line").splitlines() == [
+        "+18005550100 (the line)",
+        "+18005550102 (room night)",
+    ]
+
+    page.select_option("#caller", "+18005554321")
+    page.select_option("#line", "+18005550102")
+    page.click("#dial")
+
+    page.wait_for_selector("#transcript >> text=The line hung up")
+    assert "This meeting room opens on Sunday at 3:00 a.m., Berlin time. Goodbye." in (
+        page.inner_text("#transcript")
+    )
+    assert page.inner_text("#inbox") == "No messages."
+    page.screenshot(path=str(ARTIFACTS / "devphone-room-closed.png"), full_page=True)
     assert errors == []

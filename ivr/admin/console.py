@@ -26,7 +26,7 @@ from flask import (
 )
 from twilio.base.exceptions import TwilioRestException
 
-from ivr import audit, enrolment, roster, time_zones
+from ivr import audit, enrolment, hours, roster, time_zones
 from ivr.admin import auth, pages
 from ivr.admin.call_export import write_calls_csv
 from ivr.admin.forms import (
@@ -40,6 +40,7 @@ from ivr.admin.forms import (
     TimeZoneForm,
     UnlockForm,
 )
+from ivr.languages import LANGUAGES
 from ivr.phones import international
 from ivr.services import services
 from ivr.store import (
@@ -72,7 +73,11 @@ NEEDS_TWILIO = "Live control needs Twilio credentials; the line is running in lo
 
 @bp.context_processor
 def _names() -> dict:
-    return {"code_by_names": roster.CODE_BY_NAMES}
+    return {
+        "code_by_names": roster.CODE_BY_NAMES,
+        "language_names": LANGUAGES,
+        "hour_lines": hours.lines,
+    }
 
 
 @bp.app_template_filter("phone")
@@ -160,10 +165,13 @@ def new_room():
         except Conflict as error:
             form.form_errors.append(f"Not saved: {error}.")
         else:
-            audit.record("room.create", f"room {room.name}", _room_values(room))
+            services().store.update_meeting(room.id, **form.meeting_settings())
+            audit.record(
+                "room.create", f"room {room.name}", _room_values(services().store.room(room.id))
+            )
             flash(f"Room {room.name} created.", "success")
             return redirect(url_for("admin.room", room_id=room.id))
-    return _form_page("admin/room_form.html", form, room=None)
+    return _form_page("admin/room_form.html", form, room=None, zones=_zone_names())
 
 
 @bp.route("/rooms/<int:room_id>/edit", methods=["GET", "POST"])
@@ -178,7 +186,9 @@ def edit_room(room_id: int):
         except Conflict as error:
             form.form_errors.append(f"Not saved: {error}.")
         else:
-            if not changed:
+            if not changed or not services().store.update_meeting(
+                room_id, **form.meeting_settings()
+            ):
                 abort(404)
             after = _room_values(services().store.room(room_id))
             audit.record(
@@ -186,7 +196,7 @@ def edit_room(room_id: int):
             )
             flash(f"Room {form.name.data} saved.", "success")
             return redirect(url_for("admin.room", room_id=room_id))
-    return _form_page("admin/room_form.html", form, room=room)
+    return _form_page("admin/room_form.html", form, room=room, zones=_zone_names())
 
 
 @bp.route("/rooms/<int:room_id>/delete", methods=["GET", "POST"])
@@ -618,7 +628,17 @@ def _room_values(room: Room) -> dict:
         "name": room.name,
         "line_number": room.line_number,
         "hold_music_url": room.hold_music_url,
+        "time_zone": room.time_zone,
+        "opening_hours": room.opening_hours,
+        "moderators_anytime": room.moderators_anytime,
+        "announce_names": room.announce_names,
+        "language": room.language,
     }
+
+
+def _zone_names() -> list[str]:
+    """Return the time zones the room form suggests as the admin types."""
+    return sorted(hours.zone_names())
 
 
 def _room_or_404(room_id: int) -> Room:

@@ -6,10 +6,18 @@ from urllib.parse import urlsplit
 
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField, FileRequired
-from wtforms import HiddenField, RadioField, SelectField, StringField
+from wtforms import (
+    BooleanField,
+    HiddenField,
+    RadioField,
+    SelectField,
+    StringField,
+    TextAreaField,
+)
 from wtforms.validators import DataRequired, Length, Optional, Regexp, ValidationError
 
-from ivr import roster
+from ivr import hours, roster
+from ivr.languages import DEFAULT_LANGUAGE, LANGUAGES
 from ivr.store import Role
 
 
@@ -104,10 +112,57 @@ class RoomForm(FlaskForm):
         description="Optional: what participants hear until a moderator joins.",
     )
 
+    time_zone = StringField(
+        "Time zone",
+        validators=[Length(max=64)],
+        description="The IANA zone the hours are in, e.g. Europe/Berlin. Empty: UTC.",
+        render_kw={"list": "time-zones", "autocomplete": "off", "spellcheck": "false"},
+    )
+    opening_hours = TextAreaField(
+        "Opening hours",
+        description=(
+            "One window per line: mon-fri 09:55-11:00 (weekly; days mon to sun, ranges and "
+            "lists such as mon,wed,fri) or 2026-12-03 15:00-16:30 (one date). Empty: always open."
+        ),
+        render_kw={"rows": 4, "spellcheck": "false"},
+    )
+    moderators_anytime = BooleanField(
+        "Moderators may call any time", default=True, description="So they can open early."
+    )
+    announce_names = BooleanField(
+        "Announce names", default=True, description='The others hear "Blathers has joined."'
+    )
+    language = SelectField("Language", choices=LANGUAGES, default=DEFAULT_LANGUAGE)
+
     def validate_name(self, field) -> None:
         field.data = " ".join((field.data or "").split())
         if not field.data:
             raise ValidationError("Give the room a name.")
+
+    def validate_time_zone(self, field) -> None:
+        field.data = (field.data or "").strip() or None
+        try:
+            hours.zone(field.data)
+        except hours.HoursError as error:
+            message = str(error)
+            raise ValidationError(f"{message[:1].upper()}{message[1:]}.") from None
+
+    def validate_opening_hours(self, field) -> None:
+        """Keep the hours in canonical form; a bad window is named with its line."""
+        try:
+            field.data = hours.canonical((field.data or "").splitlines())
+        except hours.HoursError as error:
+            raise ValidationError(f"Line {error.line}: {error}.") from None
+
+    def meeting_settings(self) -> dict:
+        """Return the room's meeting settings as store.update_meeting takes them."""
+        return {
+            "time_zone": self.time_zone.data,
+            "opening_hours": self.opening_hours.data,
+            "moderators_anytime": self.moderators_anytime.data,
+            "announce_names": self.announce_names.data,
+            "language": self.language.data,
+        }
 
 
 class ParticipantForm(FlaskForm):
