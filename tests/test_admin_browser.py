@@ -462,3 +462,65 @@ def test_an_admin_sets_opening_hours_and_a_bad_line_is_named(
     assert "Europe/Berlin time" in row and "Deutsch" in row
     shot(page, "31-hours-saved")
     assert page.js_errors == []
+
+
+PHONE_WIDTH = 390
+
+
+def test_every_console_page_fits_a_phone(browser, live_server, admin_app, fake_twilio, tmp_path):
+    """At 390 px wide no page is wider than the screen and every control is on it."""
+    a_day_on_the_line(admin_app, fake_twilio)
+    room_id = admin_app.extensions["ivr"].store.room_named("main").id
+    context = browser.new_context(viewport={"width": PHONE_WIDTH, "height": 844})
+    page = context.new_page()
+    page.set_default_timeout(10_000)
+    page.goto(f"{live_server}/admin/sign-in")
+    check_fits_a_phone(page, "sign-in")
+    sign_in_in_browser(page, live_server, fake_twilio)
+
+    pages = {
+        "overview": "/admin/",
+        "rooms": "/admin/rooms",
+        "new-room": "/admin/rooms/new",
+        "room": f"/admin/rooms/{room_id}",
+        "edit-room": f"/admin/rooms/{room_id}/edit",
+        "delete-room": f"/admin/rooms/{room_id}/delete",
+        "edit-participant": f"/admin/rooms/{room_id}/participants/{BLATHERS}/edit",
+        "import": "/admin/participants/import",
+        "calls": "/admin/calls",
+        "call": f"/admin/calls/{CALL_BLATHERS}",
+        "lockouts": "/admin/lockouts",
+        "live": "/admin/live",
+        "audit": "/admin/audit",
+        "settings": "/admin/settings",
+    }
+    for name, path in pages.items():
+        page.goto(f"{live_server}{path}")
+        check_fits_a_phone(page, name)
+
+    csv_file = tmp_path / "one.csv"
+    csv_file.write_text("phone,name,role,room,code_by\n+18005550123,Timmy,participant,main,sms\n")
+    page.goto(f"{live_server}/admin/participants/import")
+    page.get_by_label("CSV file").set_input_files(str(csv_file))
+    page.get_by_role("button", name="Preview import").click()
+    check_fits_a_phone(page, "import-preview")
+    context.close()
+
+
+def check_fits_a_phone(page, name: str) -> None:
+    page.screenshot(path=str(ARTIFACTS / f"phone-{name}.png"), full_page=True)
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= PHONE_WIDTH, f"{name} is {width} px wide"
+    # Every control a person may need is within the screen, not scrolled away inside a table.
+    outside = page.evaluate(
+        """(width) => [...document.querySelectorAll('a, button, input, select, textarea')]
+            .filter((el) => el.offsetParent !== null && el.type !== 'hidden')
+            .filter((el) => !el.matches('.skip-link'))  // on screen only when focused
+            .filter((el) => {
+                const box = el.getBoundingClientRect();
+                return box.left < 0 || box.right > width + 0.5;
+            })
+            .map((el) => el.outerHTML.slice(0, 80))""",
+        PHONE_WIDTH,
+    )
+    assert outside == [], f"{name}: {outside}"

@@ -173,7 +173,9 @@ def test_a_room_lists_its_participants_in_international_format(admin_client, adm
 )
 def test_participants_can_be_searched_by_name_or_number(admin_client, admin_app, query, names):
     page = text_of(admin_client.get(f"/admin/rooms/{main_room(admin_app).id}?q={query}"))
-    shown = [n for n in ("Isabelle", "Blathers", "Mabel") if f"<td>{n}</td>" in page]
+    shown = [
+        n for n in ("Isabelle", "Blathers", "Mabel") if f'<td data-label="Name">{n}</td>' in page
+    ]
     assert shown == names
 
 
@@ -759,10 +761,13 @@ def test_the_room_shows_each_method_and_the_edit_form_offers_what_the_line_can_d
     room = main_room(admin_app)
 
     page = text_of(admin_client.get(f"/admin/rooms/{room.id}"))
-    rows = re.findall(r"<tr>\s*<td>(\w+)</td>.*?</tr>", page, re.S)
+    rows = re.findall(r'<tr>\s*<td data-label="Name">(\w+)</td>.*?</tr>', page, re.S)
     cells = {
         name: re.search(
-            rf"<td>{name}</td>.*?<td>([\w ]+)</td>\s*<td class=\"row-actions\">", page, re.S
+            rf'<td data-label="Name">{name}</td>.*?<td data-label="Codes by">([\w ]+)</td>\s*'
+            r'<td class="row-actions">',
+            page,
+            re.S,
         ).group(1)
         for name in rows
     }
