@@ -558,8 +558,9 @@ def test_conference_events_keep_the_live_list(admin_client, admin_app, fake_twil
     conference_event(admin_app, "conference-end")
     assert members(admin_app) == []
     # The leave is logged with the caller's number, found from their call.
-    log = store_of(admin_app).call_log_page(outcome="left conference").entries
-    assert [(e.phone, e.name) for e in log] == [(BLATHERS, "Blathers")]
+    log = store_of(admin_app).call_events(CALL_BLATHERS)
+    left = [(e.phone, e.name) for e in log if e.outcome == "left conference"]
+    assert left == [(BLATHERS, "Blathers")]
 
 
 def test_a_new_conference_in_a_room_drops_members_left_from_an_old_one(admin_app, fake_twilio):

@@ -139,7 +139,7 @@ def dashboard():
         sizes=store.room_sizes(),
         live=store.live_members(),
         lockouts=store.lockouts(),
-        recent=store.call_log_page(per_page=8).entries,
+        recent=store.calls_page(per_page=8).calls,
     )
 
 

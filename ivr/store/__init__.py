@@ -14,7 +14,6 @@ from ivr.store.admins import AdminStore
 from ivr.store.audit import AuditPage, AuditStore
 from ivr.store.calls import (
     CALL_OUTCOMES,
-    CallLogPage,
     CallLogStore,
     CallNote,
     CallsPage,
@@ -82,7 +81,6 @@ __all__ = [
     "AuditPage",
     "Base",
     "CallLogEntry",
-    "CallLogPage",
     "CallNote",
     "CallerAtLine",
     "CallsPage",

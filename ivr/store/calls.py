@@ -49,14 +49,6 @@ class CallsPage(Paged):
     per_page: int
 
 
-@dataclass(frozen=True)
-class CallLogPage(Paged):
-    entries: list[CallLogEntry]
-    total: int
-    page: int
-    per_page: int
-
-
 class CallLogStore(Database):
     """The call log."""
 
@@ -103,36 +95,6 @@ class CallLogStore(Database):
                 session.scalars(select(CallLogEntry).order_by(CallLogEntry.id.desc()).limit(limit))
             )
 
-    def call_log_page(
-        self,
-        *,
-        room: str | None = None,
-        phone: str | None = None,
-        outcome: str | None = None,
-        page: int = 1,
-        per_page: int = 50,
-    ) -> CallLogPage:
-        """Return one page of the call log, newest first, filtered by exact room and outcome.
-
-        `phone` matches any part of the number's digits, so "555 9876" finds +18005559876.
-        """
-        conditions = _matching(CallLogEntry, room, phone, outcome)
-        page = max(1, page)
-        with self._session() as session:
-            total = session.scalar(
-                select(func.count()).select_from(CallLogEntry).where(*conditions)
-            )
-            entries = list(
-                session.scalars(
-                    select(CallLogEntry)
-                    .where(*conditions)
-                    .order_by(CallLogEntry.id.desc())
-                    .offset((page - 1) * per_page)
-                    .limit(per_page)
-                )
-            )
-        return CallLogPage(entries, total, page, per_page)
-
     def calls_page(
         self,
         *,
@@ -146,7 +108,8 @@ class CallLogStore(Database):
         """Return one page of calls, newest first: one summary per call SID in the call log.
 
         Filters apply to each call's final row: its room, its number (any part of the digits,
-        as in call_log_page) and its outcome. `per_page` None returns every matching call.
+        so "555 9876" finds +18005559876) and its outcome. `per_page` None returns every
+        matching call.
         """
         log = CallLogEntry
         calls = (
