@@ -86,7 +86,8 @@ def seed_participants(store: Store, settings: dict) -> int:
     """Load the configured (or, in local mode, example) participants into an empty database.
 
     Local mode's example authenticator app user is enrolled the way a participant enrolls
-    (an invitation, then its confirmation), so the dev phones can show their codes.
+    (an invitation, then its confirmation), so the dev phones can show their codes; its example
+    rooms beside "main" (settings.EXAMPLE_ROOMS) come with their lines, languages and lists.
     """
     rows = [
         ParticipantRow(phone, name, Role(role))
@@ -101,4 +102,11 @@ def seed_participants(store: Store, settings: dict) -> int:
             sealed = apps.seal(apps.new_secret())
             if store.invite(phone, DEFAULT_ROOM_NAME, token, sealed, utcnow() + timedelta(hours=1)):
                 store.finish_enrolment(token, 0, utcnow())
+        for example in settings.get("SEED_ROOMS", []):
+            room = store.create_room(example.name, example.line_number, None)
+            store.update_meeting(room.id, language=example.language, time_zone=example.time_zone)
+            store.import_participants(
+                ParticipantRow(phone, name, Role(role), room=example.name)
+                for phone, name, role in example.members
+            )
     return loaded

@@ -11,6 +11,7 @@ import json
 import os
 import runpy
 import secrets
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -72,6 +73,33 @@ EXAMPLE_PARTICIPANTS = {
 }
 # The example participant who gets codes from an authenticator app (the dev phones show them).
 EXAMPLE_APP_USER = "+18005556789"
+
+
+@dataclass(frozen=True)
+class ExampleRoom:
+    """A room local mode adds beside "main", on a line of its own."""
+
+    name: str
+    line_number: str
+    language: str
+    time_zone: str
+    members: tuple[tuple[str, str, str], ...]  # (phone, name, role)
+
+
+# Local mode's rooms beside "main": one that speaks German, so the dev phones play its prompts.
+EXAMPLE_ROOMS = (
+    ExampleRoom(
+        "berlin",
+        "+18005550149",
+        "de-DE",
+        "Europe/Berlin",
+        (
+            (EXAMPLE_MODERATOR, "Moderator", "moderator"),
+            ("+18005559876", "Blathers", "participant"),
+            ("+18005554321", "Mabel", "participant"),
+        ),
+    ),
+)
 
 _INT_RANGES = {
     "OTP_TTL_SECONDS": (1, 600),
@@ -195,6 +223,7 @@ def validate(raw: dict[str, Any], instance_path: Path) -> dict[str, Any]:
     settings["SEED_APP_USERS"] = (
         [EXAMPLE_APP_USER] if examples and not settings["MODERATOR"] else []
     )
+    settings["SEED_ROOMS"] = list(EXAMPLE_ROOMS) if examples and not settings["MODERATOR"] else []
     return settings
 
 

@@ -38,7 +38,7 @@ async function dial(event) {
   event.preventDefault();
   state.caller = $("other").value.trim() || $("caller").value;
   state.digits = "";
-  render(await api("POST", "/dev/phone/calls", { from: state.caller }));
+  render(await api("POST", "/dev/phone/calls", { from: state.caller, to: $("line").value }));
   refreshStatus();
 }
 
