@@ -418,3 +418,23 @@ def test_browser_phone_tommy_joins_with_the_code_his_app_shows(browser, live_ser
     assert page.inner_text("#inbox") == "No messages."
     page.screenshot(path=str(ARTIFACTS / "devphone-app-code.png"), full_page=True)
     assert errors == []
+
+
+def test_browser_phone_dials_the_german_room(browser, live_server):
+    errors: list[str] = []
+    context = browser.new_context(viewport={"width": 1100, "height": 800})
+    page = open_phone(context, live_server, errors)
+
+    page.select_option("#caller", "+18005559876")
+    page.select_option("#line", "+18005550149")
+    page.click("#dial")
+    page.wait_for_selector("#inbox li:not(.empty)")
+    code = re.search(r"Ihr Code lautet (\d{6})", page.inner_text("#inbox")).group(1)
+    for digit in code:
+        page.click(f'.key[data-key="{digit}"]')
+    page.wait_for_selector("#transcript li.end >> text=Joined conference berlin")
+    transcript = page.inner_text("#transcript")
+    assert "Line [de-DE]: Willkommen, Blathers." in transcript
+    assert "Line [de-DE]: Der Code ist korrekt." in transcript
+    page.screenshot(path=str(ARTIFACTS / "devphone-german-room.png"), full_page=True)
+    assert errors == []
