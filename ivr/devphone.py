@@ -24,6 +24,8 @@ from twilio.request_validator import RequestValidator
 from ivr import twiml
 from ivr.announcements import LocalAnnouncements
 from ivr.authenticator import SecretUnreadable, current_code
+from ivr.i18n import translations
+from ivr.languages import DEFAULT_LANGUAGE
 
 LOCAL_LINE = "+18005550100"
 # The account the dev phone's requests say they come from, as Twilio's carry theirs.
@@ -285,6 +287,7 @@ class DevCall:
         self.conference: str | None = None
         self.role: str | None = None
         self._last_said = ""
+        self._last_language = DEFAULT_LANGUAGE
 
     # -- what the caller does -----------------------------------------------------------------
 
@@ -361,13 +364,13 @@ class DevCall:
             if self.ended:
                 return
             if verb.tag == "Say":
-                self._say(verb.text or "")
+                self._say(verb)
             elif verb.tag == "Pause":
                 continue
             elif verb.tag == "Gather":
                 for inner in verb:
                     if inner.tag == "Say":
-                        self._say(inner.text or "")
+                        self._say(inner)
                 self.gather, self._after_gather = verb, verbs[index + 1 :]
                 return
             elif verb.tag == "Redirect":
@@ -390,23 +393,30 @@ class DevCall:
                 self.hear(f"(The dev phone skips <{verb.tag}>.)")
         self.end(self._why_it_ended())
 
-    def _say(self, text: str) -> None:
-        self._last_said = text
-        self.hear(f"Line: {text}")
+    def _say(self, verb: ET.Element) -> None:
+        text, language = verb.text or "", verb.get("language") or DEFAULT_LANGUAGE
+        self._last_said, self._last_language = text, language
+        # The transcript names a language other than the line's own.
+        self.hear(f"Line: {text}" if language == DEFAULT_LANGUAGE else f"Line [{language}]: {text}")
 
     def _why_it_ended(self) -> str:
-        said = self._last_said
-        if said in (twiml.UNKNOWN_NUMBER, twiml.WITHHELD, twiml.INVALID_NUMBER):
+        said, catalogue = self._last_said, translations(self._last_language)
+
+        def is_one_of(*messages: str) -> bool:
+            return said in {catalogue.gettext(message) for message in messages}
+
+        locked_out = catalogue.ngettext(*twiml.LOCKED_OUT, 1).split("%(num)d")[0]
+        if is_one_of(twiml.UNKNOWN_NUMBER, twiml.WITHHELD, twiml.INVALID_NUMBER):
             return "Refused: the line does not accept this caller."
-        if said.startswith("Too many incorrect codes"):
+        if said.startswith(locked_out):
             return "Locked out."
-        if said == twiml.SEND_LIMIT:
+        if is_one_of(twiml.SEND_LIMIT):
             return "Refused: too many codes were sent to this number."
-        if said == twiml.NO_INPUT_GOODBYE:
+        if is_one_of(twiml.NO_INPUT_GOODBYE):
             return "Hung up: no code was entered."
-        if said == twiml.EXPIRED_CODE:
+        if is_one_of(twiml.EXPIRED_CODE):
             return "Hung up: the code had expired."
-        if said in (twiml.PROVIDER_FAULT, twiml.APPLICATION_FAULT):
+        if is_one_of(twiml.PROVIDER_FAULT, twiml.APPLICATION_FAULT):
             return "Hung up: the line could not send or check codes."
         return "The line hung up."
 

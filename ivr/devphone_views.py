@@ -6,6 +6,7 @@ from flask import Blueprint, abort, current_app, jsonify, render_template, reque
 
 from ivr.announcements import LocalAnnouncements
 from ivr.devphone import LOCAL_LINE, DevCall, DevPhones, InProcess, authenticator_code
+from ivr.languages import LANGUAGES
 from ivr.phones import parse_phone
 from ivr.services import services
 from ivr.signature import is_signed_by_twilio
@@ -45,14 +46,24 @@ def _line() -> str:
 @bp.get("/phone")
 def phone_page():
     # Every room with a line of its own can be dialled; every other number reaches the default.
-    lines = {_line(): "the line"} | {
-        room.line_number: f"room {room.name}"
-        for room in services().store.rooms()
-        if room.line_number and room.line_number != _line()
-    }
     return render_template(
-        "devphone.html", participants=services().store.participants(), line=_line(), lines=lines
+        "devphone.html",
+        participants=services().store.participants(),
+        line=_line(),
+        lines=_lines(),
     )
+
+
+def _lines() -> list[tuple[str, str]]:
+    """Return the numbers the browser phone can dial, with the room and language each reaches."""
+    rooms = services().store.rooms()
+    lineless = ", ".join(room.name for room in rooms if room.line_number is None) or "no room"
+    lines = [(_line(), f"{_line()} ({lineless})")]
+    for room in rooms:
+        if room.line_number and room.line_number != _line():
+            language = LANGUAGES.get(room.language, room.language)
+            lines.append((room.line_number, f"{room.line_number} ({room.name}, {language})"))
+    return lines
 
 
 @bp.post("/phone/calls")

@@ -33,6 +33,8 @@ class PendingSend:
     phone: str
     note: CallNote
     channel: Channel = "sms"
+    # The room's language: the code's text (or Verify's message) is in it.
+    language: str | None = None
 
 
 class CodeSender:
@@ -81,7 +83,7 @@ class CodeSender:
 
     def _deliver_for_call(self, pending: PendingSend) -> None:
         try:
-            self._codes.send(pending.phone, pending.channel)
+            self._codes.send(pending.phone, pending.channel, language=pending.language)
             self._metrics.code_sent(pending.channel, LINE)
             # The call log already says "code sent"; the send is marked done, not stuck.
             self._store.send_done(pending.send_id)

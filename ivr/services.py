@@ -14,6 +14,7 @@ from ivr.announcements import Announcements, LocalAnnouncements, TwilioAnnouncer
 from ivr.authenticator import AuthenticatorApps
 from ivr.metrics import Metrics, build_metrics
 from ivr.sending import CodeSender
+from ivr.settings import ExampleRoom
 from ivr.store import DEFAULT_ROOM_NAME, ParticipantRow, Role, Store, utcnow
 from ivr.twilio_client import build_client
 from ivr.verification import CodeProvider
@@ -95,7 +96,8 @@ def seed_participants(store: Store, settings: dict) -> int:
 
     Local mode's example authenticator app user is enrolled the way a participant enrolls
     (an invitation, then its confirmation), so the dev phones can show their codes; its example
-    rooms (settings' EXAMPLE_ROOMS) come with their line numbers, hours and members.
+    rooms beside "main" (settings.EXAMPLE_ROOMS) come with their lines, hours, languages and
+    members.
     """
     rows = [
         ParticipantRow(phone, name, Role(role))
@@ -115,13 +117,16 @@ def seed_participants(store: Store, settings: dict) -> int:
     return loaded
 
 
-def _seed_room(store: Store, example: dict) -> int:
-    """Create an example room with its line, hours and members; return how many it holds."""
-    room = store.create_room(example["name"], example["line_number"], None)
+def _seed_room(store: Store, example: ExampleRoom) -> int:
+    """Create an example room with its line, hours, language and members; return how many."""
+    room = store.create_room(example.name, example.line_number, None)
     store.update_meeting(
-        room.id, time_zone=example["time_zone"], opening_hours=example["opening_hours"]
+        room.id,
+        time_zone=example.time_zone,
+        opening_hours=example.opening_hours,
+        language=example.language,
     )
     return store.import_participants(
-        ParticipantRow(phone, name, Role(role), example["name"])
-        for phone, name, role in example["members"]
+        ParticipantRow(phone, name, Role(role), example.name)
+        for phone, name, role in example.members
     )

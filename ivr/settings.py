@@ -11,6 +11,7 @@ import json
 import os
 import runpy
 import secrets
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -72,20 +73,47 @@ EXAMPLE_PARTICIPANTS = {
 }
 # The example participant who gets codes from an authenticator app (the dev phones show them).
 EXAMPLE_APP_USER = "+18005556789"
+
+
 # Local mode's example of a closed room, on a line of its own: open Sundays 03:00-04:00 Berlin
 # time (and on a day now past), so a call at almost any hour hears when it opens next. Mabel is
 # refused outside the hours; the moderator, who may call any time, gets in.
-EXAMPLE_ROOMS: tuple[dict[str, Any], ...] = (
-    {
-        "name": "night",
-        "line_number": "+18005550102",
-        "time_zone": "Europe/Berlin",
-        "opening_hours": "sun 03:00-04:00\n2026-01-01 09:00-10:00",
-        "members": (
+@dataclass(frozen=True)
+class ExampleRoom:
+    """A room local mode adds beside "main", on a line of its own."""
+
+    name: str
+    line_number: str
+    members: tuple[tuple[str, str, str], ...]  # (phone, name, role)
+    time_zone: str | None = None
+    opening_hours: str | None = None
+    language: str = "en-US"
+
+
+# Local mode's rooms beside "main": one with opening hours that are almost never on (to hear the
+# room-closed sentence), and one that speaks German (to hear the prompts in another language).
+EXAMPLE_ROOMS = (
+    ExampleRoom(
+        "night",
+        "+18005550102",
+        (
             (EXAMPLE_MODERATOR, "Moderator", "moderator"),
             ("+18005554321", "Mabel", "participant"),
         ),
-    },
+        time_zone="Europe/Berlin",
+        opening_hours="sun 03:00-04:00\n2026-01-01 09:00-10:00",
+    ),
+    ExampleRoom(
+        "berlin",
+        "+18005550149",
+        (
+            (EXAMPLE_MODERATOR, "Moderator", "moderator"),
+            ("+18005559876", "Blathers", "participant"),
+            ("+18005554321", "Mabel", "participant"),
+        ),
+        time_zone="Europe/Berlin",
+        language="de-DE",
+    ),
 )
 
 _INT_RANGES = {

@@ -1,11 +1,22 @@
-"""Pure TwiML builders: every word the caller hears, and no request, database or clock."""
+"""Pure TwiML builders: every word the caller hears, and no request, database or clock.
+
+What the caller hears lives in the message catalogues (ivr/translations): the constants below
+are their English msgids, translated into the room's language where they are spoken. Every
+builder takes that language (a key of ivr.languages.LANGUAGES) and sets it, with its voice, on
+each <Say> and <Gather>.
+"""
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
+from babel import Locale
+from babel.dates import format_datetime, get_timezone_location
 from twilio.twiml.voice_response import Dial, Gather, VoiceResponse
 
+from ivr.i18n import N_, Nn_, translations
+from ivr.languages import DEFAULT_LANGUAGE, voice_for
 from ivr.store import CodeBy, Role
 
 CODE_LENGTH = 6
@@ -15,133 +26,151 @@ MAX_REPROMPTS = 3
 CONFERENCE_EVENTS = "start end join leave mute hold"
 MAX_LABEL = 128
 
-WITHHELD = (
+WITHHELD = N_(
     "Sorry, this line does not accept calls from withheld numbers. "
     "Please call again with your caller ID shown. Goodbye."
 )
-INVALID_NUMBER = "Sorry, this line cannot accept calls from your number. Goodbye."
-UNKNOWN_NUMBER = "Sorry, I don't recognize the number you're calling from."
-ASK_FOR_CODE = "Please enter the 6 digit code sent to your device."
-ASK_FOR_APP_CODE = "Please enter the 6 digit code from your authenticator app."
-ASK_FOR_WHATSAPP_CODE = "Please enter the 6 digit code we sent you on WhatsApp."
+INVALID_NUMBER = N_("Sorry, this line cannot accept calls from your number. Goodbye.")
+UNKNOWN_NUMBER = N_("Sorry, I don't recognize the number you're calling from.")
+WELCOME = N_("Welcome %(name)s.")
+ASK_FOR_CODE = N_("Please enter the 6 digit code sent to your device.")
+ASK_FOR_APP_CODE = N_("Please enter the 6 digit code from your authenticator app.")
+ASK_FOR_WHATSAPP_CODE = N_("Please enter the 6 digit code we sent you on WhatsApp.")
 # What a caller is asked for, by how their code reaches them.
 ASK_FOR = {
     CodeBy.SMS: ASK_FOR_CODE,
     CodeBy.APP: ASK_FOR_APP_CODE,
     CodeBy.WHATSAPP: ASK_FOR_WHATSAPP_CODE,
 }
-NO_DIGITS = "I didn't receive any digits."
-NO_INPUT_GOODBYE = "I didn't receive a code. Goodbye."
-WRONG_CODE = "That code was incorrect. Please try again."
-USED_CODE = (
+NO_DIGITS = N_("I didn't receive any digits.")
+NO_INPUT_GOODBYE = N_("I didn't receive a code. Goodbye.")
+WRONG_CODE = N_("That code was incorrect. Please try again.")
+USED_CODE = N_(
     "That code has been used already. Please wait for your app to show a new code, then enter it."
 )
-EXPIRED_CODE = "That code has expired. Please call again for a new code. Goodbye."
-SEND_LIMIT = "Too many codes have been sent to this number. Please try again in an hour. Goodbye."
-PROVIDER_FAULT = (
+EXPIRED_CODE = N_("That code has expired. Please call again for a new code. Goodbye.")
+SEND_LIMIT = N_(
+    "Too many codes have been sent to this number. Please try again in an hour. Goodbye."
+)
+PROVIDER_FAULT = N_(
     "Sorry, we can't check codes right now. Please try again in a few minutes. Goodbye."
 )
-APPLICATION_FAULT = "Sorry, something went wrong on our side. Please try again later. Goodbye."
-CORRECT = "That was correct. Joining conference."
-ROOM_CLOSED = "This meeting room is closed. Goodbye."
-# Openings this many days ahead or fewer are named by weekday alone ("on Monday").
-DAYS_NAMED_BY_WEEKDAY = 6
-# Not strftime's %A and %B: those follow the server's locale, and this sentence is English.
-WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
-MONTHS = (
-    "January",
-    "February",
-    "March",
-    "April",
-    "May",
-    "June",
-    "July",
-    "August",
-    "September",
-    "October",
-    "November",
-    "December",
+APPLICATION_FAULT = N_("Sorry, something went wrong on our side. Please try again later. Goodbye.")
+CORRECT = N_("That was correct. Joining conference.")
+LOCKED_OUT = Nn_(
+    "Too many incorrect codes. This number is locked for %(num)d minute. "
+    "Please try again later. Goodbye.",
+    "Too many incorrect codes. This number is locked for %(num)d minutes. "
+    "Please try again later. Goodbye.",
 )
-UTC_NAMES = {"UTC", "UCT", "Universal", "Zulu", "GMT", "Greenwich"}
+YOUR_CODE = N_("Your code is %(digits)s.")
+YOUR_CODE_AGAIN = N_("Again, your code is %(digits)s.")
+
+ROOM_IS_CLOSED = N_("This meeting room is closed. Goodbye.")
+# Translators: this and the next three sentences take their plural form by the hour of the day
+# (0-23), for languages whose words around a time change with it (Spanish: "a la 1:30", "a las
+# 9:55"). %(place)s is "Berlin time" or "UTC time" below.
+OPENS_TODAY = Nn_(
+    "This meeting room opens today at %(time)s, %(place)s. Goodbye.",
+    "This meeting room opens today at %(time)s, %(place)s. Goodbye.",
+)
+OPENS_TOMORROW = Nn_(
+    "This meeting room opens tomorrow at %(time)s, %(place)s. Goodbye.",
+    "This meeting room opens tomorrow at %(time)s, %(place)s. Goodbye.",
+)
+OPENS_ON_WEEKDAY = Nn_(
+    "This meeting room opens on %(weekday)s at %(time)s, %(place)s. Goodbye.",
+    "This meeting room opens on %(weekday)s at %(time)s, %(place)s. Goodbye.",
+)
+OPENS_ON_DATE = Nn_(
+    "This meeting room opens on %(date)s at %(time)s, %(place)s. Goodbye.",
+    "This meeting room opens on %(date)s at %(time)s, %(place)s. Goodbye.",
+)
+# Translators: a Unicode CLDR time pattern for an opening time as a person says it
+# ("a" is the day period, spoken as the next two messages).
+TIME_PATTERN = N_("h:mm a")
+BEFORE_NOON = N_("a.m.")
+AFTER_NOON = N_("p.m.")
+# Translators: a Unicode CLDR date pattern for a date up to a year ahead, with its weekday.
+DATE_PATTERN = N_("EEEE, MMMM d")
+CITY_TIME = N_("%(city)s time")
+UTC_TIME = N_("UTC time")
+# Further ahead than this, a weekday alone would be ambiguous: say the date.
+WEEKDAY_DAYS = 6
+_QUOTED = re.compile(r"('[^']*')")
+
+JOINED = N_("%(name)s has joined.")
+LEFT = N_("%(name)s has left.")
+NOBODY_WAITING = N_("Nobody else is here yet.")
+WAITING = Nn_("%(num)d person is waiting.", "%(num)d people are waiting.")
 
 
-def goodbye(message: str) -> VoiceResponse:
-    """Say `message` and hang up."""
+def _say(parent: VoiceResponse | Gather, text: str, language: str) -> None:
+    parent.say(text, voice=voice_for(language), language=language)
+
+
+def goodbye(message: str, language: str = DEFAULT_LANGUAGE) -> VoiceResponse:
+    """Say `message` (a msgid) in `language` and hang up."""
+    return _goodbye(translations(language).gettext(message), language)
+
+
+def _goodbye(text: str, language: str) -> VoiceResponse:
     response = VoiceResponse()
-    response.say(message)
+    _say(response, text, language)
     response.hangup()
     return response
 
 
-def locked_out(minutes_left: int) -> VoiceResponse:
+def locked_out(minutes_left: int, language: str = DEFAULT_LANGUAGE) -> VoiceResponse:
     """Tell a locked-out caller how long the lockout lasts, and hang up."""
-    minutes = "1 minute" if minutes_left == 1 else f"{minutes_left} minutes"
-    return goodbye(
-        "Too many incorrect codes. This number is locked for "
-        f"{minutes}. Please try again later. Goodbye."
-    )
+    text = translations(language).ngettext(*LOCKED_OUT, minutes_left) % {"num": minutes_left}
+    return _goodbye(text, language)
 
 
-def room_closed(
-    opens_at: datetime | None, now: datetime, zone_name: str, language: str = "en-US"
+def ask_for_code(
+    message: str, gather_url: str, no_input_url: str, language: str = DEFAULT_LANGUAGE
 ) -> VoiceResponse:
-    """Tell a caller outside the room's hours when it next opens, in its zone, and hang up.
-
-    `opens_at` and `now` are aware datetimes in the room's zone; None: it never opens again.
-    Only English is spoken here (`language` is for the room's catalogue).
-    """
-    if opens_at is None:
-        return goodbye(ROOM_CLOSED)
-    place = zone_place(zone_name)
-    return goodbye(
-        f"This meeting room opens {_day_words(opens_at, now)} at {_clock_words(opens_at)}, "
-        f"{place} time. Goodbye."
-    )
-
-
-def zone_place(zone_name: str) -> str:
-    """Return how a zone is named aloud: its city ("America/New_York": "New York")."""
-    area, _, city = zone_name.rpartition("/")
-    if not area or area == "Etc":
-        # No city to name: "UTC", "Etc/GMT+5" (whose sign a listener would read backwards).
-        return "UTC" if city in UTC_NAMES else zone_name
-    return city.replace("_", " ")
-
-
-def _day_words(opens_at: datetime, now: datetime) -> str:
-    days_ahead = (opens_at.date() - now.date()).days
-    if days_ahead == 0:
-        return "today"
-    if days_ahead == 1:
-        return "tomorrow"
-    if days_ahead <= DAYS_NAMED_BY_WEEKDAY:
-        return f"on {WEEKDAYS[opens_at.weekday()]}"
-    return f"on {WEEKDAYS[opens_at.weekday()]}, {MONTHS[opens_at.month - 1]} {opens_at.day}"
-
-
-def _clock_words(at: datetime) -> str:
-    """Return "3:00 p.m.", "9:55 a.m.", "12:30 a.m." for half past midnight."""
-    hour = at.hour % 12 or 12
-    return f"{hour}:{at.minute:02d} {'a.m.' if at.hour < 12 else 'p.m.'}"
-
-
-def ask_for_code(message: str, gather_url: str, no_input_url: str) -> VoiceResponse:
-    """Say `message` inside a six-digit Gather; with no digits, go on to `no_input_url`."""
-    response = VoiceResponse()
-    gather = Gather(
-        num_digits=CODE_LENGTH, action=gather_url, method="POST", timeout=GATHER_TIMEOUT_SECONDS
-    )
-    gather.say(message)
-    response.append(gather)
-    response.redirect(no_input_url, method="POST")
-    return response
+    """Say `message` (a msgid) inside a six-digit Gather; with no digits, go to `no_input_url`."""
+    return _gather(translations(language).gettext(message), gather_url, no_input_url, language)
 
 
 def welcome(
-    name: str, gather_url: str, no_input_url: str, code_by: CodeBy = CodeBy.SMS
+    name: str,
+    gather_url: str,
+    no_input_url: str,
+    code_by: CodeBy = CodeBy.SMS,
+    language: str = DEFAULT_LANGUAGE,
 ) -> VoiceResponse:
     """Greet a listed caller by name and ask for the code, saying where it comes from."""
-    return ask_for_code(f"Welcome {name}. {ASK_FOR[code_by]}", gather_url, no_input_url)
+    _ = translations(language).gettext
+    text = f"{_(WELCOME) % {'name': name}} {_(ASK_FOR[code_by])}"
+    return _gather(text, gather_url, no_input_url, language)
+
+
+def ask_again(
+    gather_url: str,
+    no_input_url: str,
+    code_by: CodeBy = CodeBy.SMS,
+    language: str = DEFAULT_LANGUAGE,
+) -> VoiceResponse:
+    """Ask again for the code after a Gather that heard nothing."""
+    _ = translations(language).gettext
+    return _gather(f"{_(NO_DIGITS)} {_(ASK_FOR[code_by])}", gather_url, no_input_url, language)
+
+
+def _gather(text: str, gather_url: str, no_input_url: str, language: str) -> VoiceResponse:
+    response = VoiceResponse()
+    gather = Gather(
+        num_digits=CODE_LENGTH,
+        action=gather_url,
+        method="POST",
+        timeout=GATHER_TIMEOUT_SECONDS,
+        language=language,
+    )
+    _say(gather, text, language)
+    response.append(gather)
+    response.redirect(no_input_url, method="POST")
+    return response
 
 
 def join_conference(
@@ -150,11 +179,12 @@ def join_conference(
     role: Role,
     events_url: str,
     hold_music_url: str | None = None,
+    language: str = DEFAULT_LANGUAGE,
 ) -> VoiceResponse:
     """Put the caller into the room's conference; a moderator starts and ends it."""
     is_moderator = role == Role.MODERATOR
     response = VoiceResponse()
-    response.say(CORRECT)
+    _say(response, translations(language).gettext(CORRECT), language)
     dial = Dial()
     dial.conference(
         room,
@@ -182,39 +212,101 @@ def participant_label(name: str, phone: str, taken: set[str]) -> str:
     return label
 
 
-def read_code_aloud(code: str) -> VoiceResponse:
+def read_code_aloud(code: str, language: str = DEFAULT_LANGUAGE) -> VoiceResponse:
     """Read a code digit by digit, twice, for a code delivered by a voice call."""
-    digits = ", ".join(code)
+    _ = translations(language).gettext
+    # One digit at a time: "4, 0, 1", never "four hundred and one".
+    digits = {"digits": ", ".join(code)}
     response = VoiceResponse()
-    response.say(f"Your code is {digits}.")
+    _say(response, _(YOUR_CODE) % digits, language)
     response.pause(length=1)
-    response.say(f"Again, your code is {digits}.")
+    _say(response, _(YOUR_CODE_AGAIN) % digits, language)
     return response
 
 
-def announce_joined(name: str, language: str = "en-US") -> VoiceResponse:
-    """Tell a conference that `name` has come in."""
-    return _announcement(f"{name} has joined.", language)
+def room_closed(
+    opens_at: datetime | None, now: datetime, zone_name: str, language: str = DEFAULT_LANGUAGE
+) -> VoiceResponse:
+    """Tell a caller when the room next opens (None: not again), in its zone, and hang up.
+
+    `opens_at` and `now` are aware datetimes in the room's zone `zone_name`.
+    """
+    catalogue = translations(language)
+    if opens_at is None:
+        return _goodbye(catalogue.gettext(ROOM_IS_CLOSED), language)
+    locale = Locale.parse(language, sep="-")
+    values = {
+        "time": _clock_time(opens_at, language),
+        "place": _zone_place(opens_at, zone_name, language),
+        "weekday": format_datetime(opens_at, "EEEE", locale=locale),
+        "date": format_datetime(opens_at, catalogue.gettext(DATE_PATTERN), locale=locale),
+    }
+    days = (opens_at.date() - now.date()).days
+    if days == 0:
+        sentence = OPENS_TODAY
+    elif days == 1:
+        sentence = OPENS_TOMORROW
+    elif 1 < days <= WEEKDAY_DAYS:
+        sentence = OPENS_ON_WEEKDAY
+    else:
+        sentence = OPENS_ON_DATE
+    return _goodbye(catalogue.ngettext(*sentence, opens_at.hour) % values, language)
 
 
-def announce_left(name: str, language: str = "en-US") -> VoiceResponse:
-    """Tell a conference that `name` has gone."""
-    return _announcement(f"{name} has left.", language)
+def _clock_time(at: datetime, language: str) -> str:
+    """Return `at`'s time of day as a person says it ("3:00 p.m.", "15:00 Uhr", "15 h 00")."""
+    catalogue = translations(language)
+    pattern = catalogue.gettext(TIME_PATTERN)
+    # CLDR's day period is "PM" in American English; a person says "p.m.".
+    period = catalogue.gettext(BEFORE_NOON if at.hour < 12 else AFTER_NOON).replace("'", "''")
+    pattern = "".join(
+        part if part.startswith("'") else part.replace("a", f"'{period}'")
+        for part in _QUOTED.split(pattern)
+    )
+    return format_datetime(at, pattern, locale=Locale.parse(language, sep="-"))
 
 
-def announce_waiting(count: int, language: str = "en-US") -> VoiceResponse:
-    """Tell a moderator who has just joined how many callers are in the conference already."""
-    if count <= 0:
-        return _announcement("Nobody else is here yet.", language)
-    if count == 1:
-        return _announcement("1 person is waiting.", language)
-    return _announcement(f"{count} people are waiting.", language)
+def _zone_place(at: datetime, zone_name: str, language: str) -> str:
+    """Return whose clock a time is on: "Berlin time", localised; UTC zones say "UTC time"."""
+    catalogue = translations(language)
+    offset = at.utcoffset()
+    # Zones named after a place have a city ("Europe/Vienna"); "UTC", "GMT", "Etc/..." have not.
+    if "/" not in zone_name or zone_name.startswith("Etc/"):
+        if not offset:
+            return catalogue.gettext(UTC_TIME)
+        # A fixed offset with no city (Etc/GMT+5 is UTC-5): name the offset.
+        hours, rest = divmod(int(offset.total_seconds()) // 60, 60)
+        city = f"UTC{hours:+d}" + (f":{rest:02d}" if rest else "")
+    else:
+        city = get_timezone_location(zone_name, Locale.parse(language, sep="-"), return_city=True)
+        # Babel knows no city for some old names ("America/Argentina/Buenos_Aires") and gives
+        # back the path: the place is its last part.
+        city = city.rpartition("/")[2]
+    return catalogue.gettext(CITY_TIME) % {"city": city}
 
 
-def _announcement(text: str, language: str) -> VoiceResponse:
+def announce_joined(name: str, language: str = DEFAULT_LANGUAGE) -> VoiceResponse:
+    """Tell the conference who joined it."""
+    return _announce(translations(language).gettext(JOINED) % {"name": name}, language)
+
+
+def announce_left(name: str, language: str = DEFAULT_LANGUAGE) -> VoiceResponse:
+    """Tell the conference who left it."""
+    return _announce(translations(language).gettext(LEFT) % {"name": name}, language)
+
+
+def announce_waiting(count: int, language: str = DEFAULT_LANGUAGE) -> VoiceResponse:
+    """Tell a moderator joining how many others are waiting in the conference."""
+    catalogue = translations(language)
+    if count == 0:
+        return _announce(catalogue.gettext(NOBODY_WAITING), language)
+    return _announce(catalogue.ngettext(*WAITING, count) % {"num": count}, language)
+
+
+def _announce(text: str, language: str) -> VoiceResponse:
     # Twilio plays an announcement's <Say> and <Play> only: nothing else goes in.
     response = VoiceResponse()
-    response.say(text, language=language)
+    _say(response, text, language)
     return response
 
 

@@ -20,6 +20,7 @@ from werkzeug.exceptions import HTTPException
 
 from ivr import hours, twiml
 from ivr.announcements import CALL_SID, CONFERENCE_SID, SAYINGS, ConferenceNews
+from ivr.languages import DEFAULT_LANGUAGE, LANGUAGES
 from ivr.logs import name_room
 from ivr.phones import caller_phone, is_withheld, parse_phone
 from ivr.sending import PendingSend
@@ -141,8 +142,7 @@ def voice():
         return call.refuse_caller_id()
     caller = call.caller_at_line()
     if caller is None or caller.name is None:
-        call.log(Outcome.UNKNOWN_NUMBER, caller)
-        return _twiml(twiml.goodbye(twiml.UNKNOWN_NUMBER))
+        return call.unknown_number(caller)
     # Before the lockout and any send: a closed room costs the caller nothing.
     closed = _closed_to(caller)
     if closed is not None:
@@ -156,19 +156,20 @@ def voice():
         return call.unsent(caller, caller.send_status)
     if caller.send_status is not None:
         # This call was sent its code already (/voice asked again): one code per call.
-        return _twiml(twiml.welcome(caller.name, *_gather_urls(by=by), by))
+        return _twiml(_welcome(caller, by))
 
     note = call.note(caller)
     send_id = services().store.reserve_send(call.phone, SENDS_PER_HOUR, note)
     if send_id is None:
         call.log(Outcome.SEND_LIMIT, caller)
-        return _twiml(twiml.goodbye(twiml.SEND_LIMIT))
+        return _twiml(twiml.goodbye(twiml.SEND_LIMIT, _language_of(caller)))
     # Logged first, so that it comes before anything the sender logs about this code.
     log.info("outcome: %s", Outcome.CODE_SENT)
     services().metrics.call(Outcome.CODE_SENT, caller.room)
     # The greeting does not wait for Twilio: the code is sent while the caller hears it.
-    services().sender.send(PendingSend(send_id, call.phone, note, CHANNELS[by]))
-    return _twiml(twiml.welcome(caller.name, *_gather_urls(by=by), by))
+    language = _language_of(caller)
+    services().sender.send(PendingSend(send_id, call.phone, note, CHANNELS[by], language))
+    return _twiml(_welcome(caller, by))
 
 
 @bp.post("/gather")
@@ -183,8 +184,7 @@ def gather():
     store = services().store
     caller = call.caller_at_line()
     if caller is None or caller.name is None:
-        call.log(Outcome.UNKNOWN_NUMBER, caller)
-        return _twiml(twiml.goodbye(twiml.UNKNOWN_NUMBER))
+        return call.unknown_number(caller)
     if _is_locked(caller):
         return call.locked_out(caller, caller.locked_until)
     by_app = caller.code_by == CodeBy.APP
@@ -219,7 +219,12 @@ def gather():
         label = twiml.participant_label(caller.name, call.phone, store.live_labels(caller.room))
         return _twiml(
             twiml.join_conference(
-                caller.room, label, caller.role, events_url, caller.hold_music_url
+                caller.room,
+                label,
+                caller.role,
+                events_url,
+                caller.hold_music_url,
+                _language_of(caller),
             )
         )
 
@@ -230,14 +235,17 @@ def gather():
         # Only the attempt that locks gets a time back: one count per lockout.
         services().metrics.lockout(LINE)
         return call.locked_out(caller, locked_until)
+    language = _language_of(caller)
     if result == CheckResult.EXPIRED:
         call.log(Outcome.EXPIRED_CODE, caller)
-        return _twiml(twiml.goodbye(twiml.EXPIRED_CODE))
+        return _twiml(twiml.goodbye(twiml.EXPIRED_CODE, language))
     if result == CheckResult.USED:
         call.log(Outcome.USED_CODE, caller)
-        return _twiml(twiml.ask_for_code(twiml.USED_CODE, *_gather_urls(by=CodeBy.APP)))
+        urls = _gather_urls(by=CodeBy.APP, language=language)
+        return _twiml(twiml.ask_for_code(twiml.USED_CODE, *urls, language))
     call.log(Outcome.WRONG_CODE, caller)
-    return _twiml(twiml.ask_for_code(twiml.WRONG_CODE, *_gather_urls(by=_asked_by(caller))))
+    urls = _gather_urls(by=_asked_by(caller), language=language)
+    return _twiml(twiml.ask_for_code(twiml.WRONG_CODE, *urls, language))
 
 
 @bp.post("/conference/events")
@@ -345,17 +353,19 @@ def _announce(event: str) -> None:
 def _no_input(call: _Call) -> Response:
     """The Gather heard nothing: ask again, without a new code, or say goodbye."""
     store = services().store
+    # The method and the language come from our own redirect URL, which Twilio's signature
+    # covers: the re-prompt needs no look-up of the caller.
+    by = _code_by(request.args.get("by"))
+    language = _language(request.args.get("lang"))
     status = store.send_status(call.call_sid, _stuck_before()) if call.call_sid else None
     if status in UNSENT:
-        return call.unsent(call.caller_at_line() if status == SendStatus.STUCK else None, status)
+        caller = call.caller_at_line() if status == SendStatus.STUCK else None
+        return call.unsent(caller, status, language)
     reprompt = request.args.get("reprompt", default=1, type=int)
     if reprompt > twiml.MAX_REPROMPTS:
         call.log(Outcome.NO_INPUT, call.caller_at_line())
-        return _twiml(twiml.goodbye(twiml.NO_INPUT_GOODBYE))
-    # The method comes from our own redirect URL, which Twilio's signature covers.
-    by = _code_by(request.args.get("by"))
-    message = f"{twiml.NO_DIGITS} {twiml.ASK_FOR[by]}"
-    return _twiml(twiml.ask_for_code(message, *_gather_urls(reprompt + 1, by)))
+        return _twiml(twiml.goodbye(twiml.NO_INPUT_GOODBYE, language))
+    return _twiml(twiml.ask_again(*_gather_urls(reprompt + 1, by, language), by, language))
 
 
 class _Call:
@@ -392,16 +402,23 @@ class _Call:
                 ),
             )
         self.log(Outcome.APP_CODE_ASKED, caller)
-        return _twiml(twiml.welcome(caller.name, *_gather_urls(by=CodeBy.APP), CodeBy.APP))
+        return _twiml(_welcome(caller, CodeBy.APP))
 
-    def unsent(self, caller: CallerAtLine | None, status: SendStatus) -> Response:
+    def unknown_number(self, caller: CallerAtLine | None) -> Response:
+        """Refuse a caller who is not on the dialled line's list, in its room's language."""
+        self.log(Outcome.UNKNOWN_NUMBER, caller)
+        return _twiml(twiml.goodbye(twiml.UNKNOWN_NUMBER, _language_of(caller)))
+
+    def unsent(
+        self, caller: CallerAtLine | None, status: SendStatus, language: str | None = None
+    ) -> Response:
         """Tell the caller their code never went out; a stuck send is recorded as failed."""
         if status == SendStatus.STUCK:
             log.error("code send never finished (its sender died or hangs)")
             note = self.note(caller)
             services().store.send_stuck(note)
             services().metrics.call(Outcome.PROVIDER_ERROR, note.room)
-        return _twiml(twiml.goodbye(UNSENT[status]))
+        return _twiml(twiml.goodbye(UNSENT[status], language or _language_of(caller)))
 
     def note(self, caller: CallerAtLine | None) -> CallNote:
         """Return what the call log says about this call and caller."""
@@ -429,19 +446,19 @@ class _Call:
     def locked_out(self, caller: CallerAtLine, until) -> Response:
         self.log(Outcome.LOCKED_OUT, caller)
         minutes_left = max(1, math.ceil((until - utcnow()).total_seconds() / 60))
-        return _twiml(twiml.locked_out(minutes_left))
+        return _twiml(twiml.locked_out(minutes_left, _language_of(caller)))
 
     def room_closed(self, caller: CallerAtLine, closed: _Closed) -> Response:
         """Tell a caller outside the room's hours when it opens; nothing is sent or counted."""
         self.log(Outcome.ROOM_CLOSED, caller)
         opens_at = closed.opening_hours.next_opening(closed.now)
         zone_name = caller.time_zone or hours.DEFAULT_ZONE
-        return _twiml(twiml.room_closed(opens_at, closed.now, zone_name, caller.language))
+        return _twiml(twiml.room_closed(opens_at, closed.now, zone_name, _language_of(caller)))
 
     def provider_fault(self, caller: CallerAtLine, error: ProviderError) -> Response:
         log.error("code check failed: %s", error)
         self.log(Outcome.PROVIDER_ERROR, caller)
-        return _twiml(twiml.goodbye(twiml.PROVIDER_FAULT))
+        return _twiml(twiml.goodbye(twiml.PROVIDER_FAULT, _language_of(caller)))
 
 
 @dataclass(frozen=True)
@@ -506,6 +523,28 @@ def _asked_by(caller: CallerAtLine) -> CodeBy:
     return caller.code_by
 
 
+def _language_of(caller: CallerAtLine | None) -> str:
+    """Return the language the caller's room speaks; before the room is known, the default."""
+    if caller is None:
+        return DEFAULT_LANGUAGE
+    if caller.language not in LANGUAGES:
+        # Its catalogue was removed after the room chose it: English beats silence.
+        log.warning(
+            "room language %r has no catalogue: speaking %s", caller.language, DEFAULT_LANGUAGE
+        )
+        return DEFAULT_LANGUAGE
+    return caller.language
+
+
+def _language(value: str | None) -> str:
+    return value if value in LANGUAGES else DEFAULT_LANGUAGE
+
+
+def _welcome(caller: CallerAtLine, by: CodeBy) -> VoiceResponse:
+    language = _language_of(caller)
+    return twiml.welcome(caller.name or "", *_gather_urls(by=by, language=language), by, language)
+
+
 def _code_by(value: str | None) -> CodeBy:
     try:
         return CodeBy(value)
@@ -513,15 +552,18 @@ def _code_by(value: str | None) -> CodeBy:
         return CodeBy.SMS
 
 
-def _gather_urls(reprompt: int = 1, by: CodeBy = CodeBy.SMS) -> tuple[str, str]:
+def _gather_urls(
+    reprompt: int = 1, by: CodeBy = CodeBy.SMS, language: str = DEFAULT_LANGUAGE
+) -> tuple[str, str]:
     """Return the Gather's action and where to go when it hears nothing.
 
-    The no-input URL says where the code comes from, so the re-prompt can say it again
-    without looking the caller up.
+    The no-input URL says where the code comes from and the room's language, so the re-prompt
+    can say it again without looking the caller up.
     """
     prefix = _public_path_prefix()
     method = "" if by == CodeBy.SMS else f"&by={by.value}"
-    return f"{prefix}/gather", f"{prefix}/gather?reprompt={reprompt}{method}"
+    lang = "" if language == DEFAULT_LANGUAGE else f"&lang={language}"
+    return f"{prefix}/gather", f"{prefix}/gather?reprompt={reprompt}{method}{lang}"
 
 
 def _public_path_prefix() -> str:

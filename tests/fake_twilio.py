@@ -188,8 +188,9 @@ class FakeTwilio:
                 if recorded.code is not None:
                     return recorded.code
                 text = recorded.form.get("Body") or recorded.form.get("Twiml") or ""
-                spoken = re.search(r"code is ([0-9][0-9, ]*)", text)
-                digits = re.sub(r"[^0-9]", "", spoken.group(1) if spoken else "")
+                # Six digits in a row, or read out one by one ("4, 0, 1, ..."), in any language.
+                spoken = re.search(r"[0-9](?:,? ?[0-9]){5}", text)
+                digits = re.sub(r"[^0-9]", "", spoken.group(0) if spoken else "")
                 if recorded.kind in ("message", "call") and len(digits) == 6:
                     return digits
         raise AssertionError(f"no code was sent to {phone}")

@@ -74,6 +74,7 @@ def assert_asked_for_code(root, message):
         "method": "POST",
         "numDigits": "6",
         "timeout": "10",
+        "language": "en-US",
     }
     assert said(root) == [message]
     redirect = root.find("Redirect")

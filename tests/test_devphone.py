@@ -192,6 +192,10 @@ def test_with_credentials_there_is_no_demo_data_no_secrets_and_no_dev_phone(tmp_
 def test_local_mode_loads_the_examples_once(local_app):
     store = local_app.extensions["ivr"].store
     assert [(p.room, p.phone, p.name, p.role.value) for p in store.participants()] == [
+        # The German example room (README: Languages).
+        ("berlin", "+18005551234", "Moderator", "moderator"),
+        ("berlin", "+18005559876", "Blathers", "participant"),
+        ("berlin", "+18005554321", "Mabel", "participant"),
         ("main", "+18005551234", "Moderator", "moderator"),
         ("main", "+18005559876", "Blathers", "participant"),
         ("main", "+18005554321", "Mabel", "participant"),
@@ -200,10 +204,60 @@ def test_local_mode_loads_the_examples_once(local_app):
         ("night", "+18005551234", "Moderator", "moderator"),
         ("night", "+18005554321", "Mabel", "participant"),
     ]
+    assert [(p.phone, p.name, p.role.value) for p in store.participants("berlin")] == [
+        ("+18005551234", "Moderator", "moderator"),
+        ("+18005559876", "Blathers", "participant"),
+        ("+18005554321", "Mabel", "participant"),
+    ]
     store.remove_participant("+18005556789")
     again = create_app({"INSTANCE_PATH": local_app.instance_path})
-    assert len(again.extensions["ivr"].store.participants()) == 5
+    assert len(again.extensions["ivr"].store.participants()) == 8
+    assert [room.name for room in again.extensions["ivr"].store.rooms()] == [
+        "berlin",
+        "main",
+        "night",
+    ]
     again.extensions["ivr"].store.dispose()
+
+
+def test_local_mode_has_a_room_that_speaks_german(local_app):
+    berlin = local_app.extensions["ivr"].store.room_named("berlin")
+    assert (berlin.line_number, berlin.language, berlin.time_zone) == (
+        "+18005550149",
+        "de-DE",
+        "Europe/Berlin",
+    )
+    # The browser phone can dial its line.
+    page = local_app.test_client().get("/dev/phone").get_data(as_text=True)
+    assert '<option value="+18005550149">+18005550149 (berlin, Deutsch)</option>' in page
+    assert '<option value="+18005550100">+18005550100 (main)</option>' in page
+
+
+def test_terminal_phone_hears_the_german_room_in_german(tmp_path):
+    phone = Phone(tmp_path, tmp_path / "instance", "+18005559876", "--to", "+18005550149")
+
+    phone.read_until(KEYPAD)
+    code = re.findall(r"\[SMS to \+18005559876\] Ihr Code lautet (\d{6})", phone.output)[-1]
+    wrong = f"{(int(code) + 1) % 10**6:06d}"
+    phone.type(wrong)
+    phone.read_until("Bitte versuchen Sie es noch einmal.")
+    phone.read_until(KEYPAD)
+    phone.type(code)
+    phone.read_until("Press Enter to hang up.")
+    phone.type("")
+    lines = phone.finish().splitlines()
+
+    assert lines[:8] == [
+        "Calling +18005550149 as +18005559876 ...",
+        "Line [de-DE]: Willkommen, Blathers. Bitte geben Sie den sechsstelligen Code ein, "
+        "der an Ihr Gerät gesendet wurde.",
+        f"[SMS to +18005559876] Ihr Code lautet {code}",
+        KEYPAD + wrong,
+        "Line [de-DE]: Dieser Code ist nicht korrekt. Bitte versuchen Sie es noch einmal.",
+        KEYPAD + code,
+        "Line [de-DE]: Der Code ist korrekt. Sie werden jetzt mit der Konferenz verbunden.",
+        "*** Joined conference berlin as participant.",
+    ]
 
 
 def test_local_webhooks_still_demand_a_signature(local_app):
@@ -388,8 +442,9 @@ def test_browser_phone_dials_the_closed_example_room(browser, live_server, local
     context = browser.new_context(viewport={"width": 1100, "height": 800})
     page = open_phone(context, live_server, errors)
     assert page.inner_text("#line").splitlines() == [
-        "+18005550100 (the line)",
-        "+18005550102 (room night)",
+        "+18005550100 (main)",
+        "+18005550149 (berlin, Deutsch)",
+        "+18005550102 (night, English (US))",
     ]
 
     page.select_option("#caller", "+18005554321")
@@ -402,4 +457,23 @@ def test_browser_phone_dials_the_closed_example_room(browser, live_server, local
     )
     assert page.inner_text("#inbox") == "No messages."
     page.screenshot(path=str(ARTIFACTS / "devphone-room-closed.png"), full_page=True)
+
+
+def test_browser_phone_dials_the_german_room(browser, live_server):
+    errors: list[str] = []
+    context = browser.new_context(viewport={"width": 1100, "height": 800})
+    page = open_phone(context, live_server, errors)
+
+    page.select_option("#caller", "+18005559876")
+    page.select_option("#line", "+18005550149")
+    page.click("#dial")
+    page.wait_for_selector("#inbox li:not(.empty)")
+    code = re.search(r"Ihr Code lautet (\d{6})", page.inner_text("#inbox")).group(1)
+    for digit in code:
+        page.click(f'.key[data-key="{digit}"]')
+    page.wait_for_selector("#transcript li.end >> text=Joined conference berlin")
+    transcript = page.inner_text("#transcript")
+    assert "Line [de-DE]: Willkommen, Blathers." in transcript
+    assert "Line [de-DE]: Der Code ist korrekt." in transcript
+    page.screenshot(path=str(ARTIFACTS / "devphone-german-room.png"), full_page=True)
     assert errors == []

@@ -19,7 +19,7 @@ from sqlalchemy import func, select, update
 
 from ivr import create_app
 from ivr.enrolment import INVITE_HOURS, token_hash
-from ivr.store import CodeBy, Enrolment, Participant, utcnow
+from ivr.store import CodeBy, Enrolment, Participant, Room, utcnow
 from tests.conftest import (
     BLATHERS,
     MABEL,
@@ -69,13 +69,13 @@ def _csrf_in(page: str) -> str:
     return re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page).group(1)
 
 
-def method_of(app, phone=BLATHERS) -> tuple[str, bool, int | None]:
+def method_of(app, phone=BLATHERS, room="main") -> tuple[str, bool, int | None]:
     store = app.extensions["ivr"].store
     with store.engine.connect() as connection:
         code_by, secret, step = connection.execute(
-            select(Participant.code_by, Participant.app_secret, Participant.app_last_step).where(
-                Participant.phone == phone
-            )
+            select(Participant.code_by, Participant.app_secret, Participant.app_last_step)
+            .join(Room)
+            .where(Participant.phone == phone, Room.name == room)
         ).one()
     return code_by, secret is not None, step
 

@@ -47,13 +47,15 @@ DIALLED = "+18005550100"
 # The TwiML for Blathers' call, byte for byte, as Twilio receives it.
 WELCOME = (
     '<?xml version="1.0" encoding="UTF-8"?><Response>'
-    '<Gather action="/gather" method="POST" numDigits="6" timeout="10">'
-    "<Say>Welcome Blathers. Please enter the 6 digit code sent to your device.</Say></Gather>"
+    '<Gather action="/gather" language="en-US" method="POST" numDigits="6" timeout="10">'
+    '<Say language="en-US" voice="Polly.Joanna-Neural">'
+    "Welcome Blathers. Please enter the 6 digit code sent to your device.</Say></Gather>"
     '<Redirect method="POST">/gather?reprompt=1</Redirect></Response>'
 )
 JOINED = (
     '<?xml version="1.0" encoding="UTF-8"?><Response>'
-    "<Say>That was correct. Joining conference.</Say><Dial>"
+    '<Say language="en-US" voice="Polly.Joanna-Neural">That was correct. Joining conference.'
+    "</Say><Dial>"
     '<Conference endConferenceOnExit="false" participantLabel="Blathers" '
     'startConferenceOnEnter="false" statusCallback="{base}/conference/events" '
     'statusCallbackEvent="start end join leave mute hold" statusCallbackMethod="POST">main'
@@ -107,7 +109,7 @@ def test_the_tutorials_settings_serve_a_whole_call_with_verify(tutorial_app, fak
     assert welcome.get_data(as_text=True) == WELCOME
     [(method, path, form)] = fake_twilio.requests_of("verify-send")
     assert (method, path) == ("POST", f"/verify/v2/Services/{VERIFY_SID}/Verifications")
-    assert form == {"To": BLATHERS, "Channel": "sms"}
+    assert form == {"To": BLATHERS, "Channel": "sms", "Locale": "en"}
     assert fake_twilio.sent("message") == []
 
     joined = signed_post(client, "/gather", {**params, "Digits": fake_twilio.code_for(BLATHERS)})

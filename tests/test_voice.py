@@ -197,6 +197,7 @@ def test_a_participant_is_welcomed_and_sent_one_code(app, client, fake_twilio, p
         "action": "/gather",
         "method": "POST",
         "timeout": "10",
+        "language": "en-US",
     }
     assert said(gather) == ["Welcome Blathers. Please enter the 6 digit code sent to your device."]
     assert root.find("Redirect").text == "/gather?reprompt=1"
@@ -204,7 +205,7 @@ def test_a_participant_is_welcomed_and_sent_one_code(app, client, fake_twilio, p
 
     if provider == "verify":
         [send] = fake_twilio.sent("verify-send")
-        assert send == {"To": BLATHERS, "Channel": "sms"}
+        assert send == {"To": BLATHERS, "Channel": "sms", "Locale": "en"}
         assert fake_twilio.sent("message") == []
     else:
         [message] = fake_twilio.sent("message")

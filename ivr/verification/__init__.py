@@ -46,8 +46,19 @@ class SendRefused(Exception):
 
 
 class CodeProvider(Protocol):
-    def send(self, phone: str, channel: Channel = "sms", *, purpose: str = LINE) -> None:
-        """Start a code for `phone` and deliver it; raise SendRefused or ProviderError."""
+    def send(
+        self,
+        phone: str,
+        channel: Channel = "sms",
+        *,
+        purpose: str = LINE,
+        language: str | None = None,
+    ) -> None:
+        """Start a code for `phone` and deliver it; raise SendRefused or ProviderError.
+
+        `language` is the room's (ivr.languages); None leaves the message in the provider's
+        default.
+        """
 
     def check(self, phone: str, code: str, *, purpose: str = LINE) -> CheckResult:
         """Check six digits for `phone`; raise ProviderError if the provider cannot answer."""

@@ -19,6 +19,8 @@ from typing import Protocol
 from twilio.rest import Client
 
 from ivr import twiml
+from ivr.i18n import N_, gettext
+from ivr.languages import DEFAULT_LANGUAGE
 from ivr.metrics import NO_METRICS, Metrics
 from ivr.store import Store, utcnow
 from ivr.verification import LINE, SIGN_IN, Channel, CheckResult, twilio_faults
@@ -27,8 +29,15 @@ CODE_DIGITS = 6
 
 
 class Delivery(Protocol):
-    def deliver(self, phone: str, code: str, channel: Channel, purpose: str = LINE) -> None:
-        """Get `code` to `phone`; raise ProviderError if that failed."""
+    def deliver(
+        self,
+        phone: str,
+        code: str,
+        channel: Channel,
+        purpose: str = LINE,
+        language: str = DEFAULT_LANGUAGE,
+    ) -> None:
+        """Get `code` to `phone`, in `language`; raise ProviderError if that failed."""
 
     def text(self, phone: str, body: str) -> None:
         """Send `body` to `phone` as a text message; raise ProviderError if that failed."""
@@ -42,10 +51,17 @@ class BuiltinCodes:
         # A key of its own, so a code hash says nothing about other uses of SECRET_KEY.
         self._key = hmac.new(secret_key.encode(), b"ivr one-time codes", hashlib.sha256).digest()
 
-    def send(self, phone: str, channel: Channel = "sms", *, purpose: str = LINE) -> None:
+    def send(
+        self,
+        phone: str,
+        channel: Channel = "sms",
+        *,
+        purpose: str = LINE,
+        language: str | None = None,
+    ) -> None:
         code = f"{secrets.randbelow(10**CODE_DIGITS):0{CODE_DIGITS}d}"
         self._store.put_code(phone, self._hash(phone, code, purpose), utcnow() + self._ttl, purpose)
-        self._delivery.deliver(phone, code, channel, purpose)
+        self._delivery.deliver(phone, code, channel, purpose, language or DEFAULT_LANGUAGE)
 
     def check(self, phone: str, code: str, *, purpose: str = LINE) -> CheckResult:
         pending = self._store.pending_code(phone, purpose)
@@ -64,11 +80,15 @@ class BuiltinCodes:
         return hmac.new(self._key, message, hashlib.sha256).hexdigest()
 
 
-def code_text(code: str, purpose: str = LINE) -> str:
+# The line's code text; the console's sign-in text is for admins, and stays English.
+LINE_CODE_TEXT = N_("Your code is %(code)s")
+
+
+def code_text(code: str, purpose: str = LINE, language: str = DEFAULT_LANGUAGE) -> str:
     """Return the text message that carries a code, saying what it is for."""
     if purpose == SIGN_IN:
         return f"Your admin console sign-in code is {code}"
-    return f"Your code is {code}"
+    return gettext(language, LINE_CODE_TEXT) % {"code": code}
 
 
 class TwilioDelivery:
@@ -79,14 +99,20 @@ class TwilioDelivery:
         self._from = from_number
         self._metrics = metrics
 
-    def deliver(self, phone: str, code: str, channel: Channel, purpose: str = LINE) -> None:
+    def deliver(
+        self,
+        phone: str,
+        code: str,
+        channel: Channel,
+        purpose: str = LINE,
+        language: str = DEFAULT_LANGUAGE,
+    ) -> None:
         if channel == "call":
+            spoken = str(twiml.read_code_aloud(code, language))
             with twilio_faults("code call", "call_send", self._metrics):
-                self._client.calls.create(
-                    to=phone, from_=self._from, twiml=str(twiml.read_code_aloud(code))
-                )
+                self._client.calls.create(to=phone, from_=self._from, twiml=spoken)
         else:
-            self._text(phone, code_text(code, purpose), "code text")
+            self._text(phone, code_text(code, purpose, language), "code text")
 
     def text(self, phone: str, body: str) -> None:
         self._text(phone, body, "text message")
@@ -118,8 +144,15 @@ class ConsoleOutbox:
         # The terminal dev phone shows the caller's messages itself, in order with the call.
         self.echo = True
 
-    def deliver(self, phone: str, code: str, channel: Channel, purpose: str = LINE) -> None:
-        self._keep(OutboxMessage(phone, channel, code_text(code, purpose)))
+    def deliver(
+        self,
+        phone: str,
+        code: str,
+        channel: Channel,
+        purpose: str = LINE,
+        language: str = DEFAULT_LANGUAGE,
+    ) -> None:
+        self._keep(OutboxMessage(phone, channel, code_text(code, purpose, language)))
 
     def text(self, phone: str, body: str) -> None:
         self._keep(OutboxMessage(phone, "sms", body))

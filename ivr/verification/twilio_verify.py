@@ -6,9 +6,11 @@ purpose: the console's sign-in codes need a service of their own (ADMIN_VERIFY_S
 
 from __future__ import annotations
 
+from twilio.base import values
 from twilio.base.exceptions import TwilioRestException
 from twilio.rest import Client
 
+from ivr.languages import verify_locale
 from ivr.metrics import NO_METRICS, Metrics
 from ivr.verification import LINE, Channel, CheckResult, SendRefused, twilio_faults
 
@@ -24,10 +26,19 @@ class TwilioVerify:
         self._service = client.verify.v2.services(service_sid)
         self._metrics = metrics
 
-    def send(self, phone: str, channel: Channel = "sms", *, purpose: str = LINE) -> None:
+    def send(
+        self,
+        phone: str,
+        channel: Channel = "sms",
+        *,
+        purpose: str = LINE,
+        language: str | None = None,
+    ) -> None:
+        # Without a locale Verify picks the language by the number's country code.
+        locale = verify_locale(language) if language else values.unset
         with twilio_faults("Verify send", "verify_send", self._metrics):
             try:
-                self._service.verifications.create(to=phone, channel=channel)
+                self._service.verifications.create(to=phone, channel=channel, locale=locale)
             except TwilioRestException as error:
                 if error.code == MAX_SEND_ATTEMPTS:
                     raise SendRefused from None
