@@ -38,16 +38,48 @@ ACTIONS: dict[str, str] = {
 }
 
 
-def record(action: str, target: str, changes: dict | None = None, *, actor: str | None = None):
-    """Append one row to the trail; the actor is the signed-in admin, else the command line."""
+# A room's settings that are its opening hours: changed from the console's room form with the
+# rest, they get a row of their own, so that filtering by "Opening hours set" finds them all.
+HOURS_SETTINGS = ("time_zone", "opening_hours")
+
+
+def record(
+    action: str, target: str, changes: dict | None = None, *, actor: str | None = None
+) -> None:
+    """Append one row to the trail; the actor is the signed-in admin, else the command line.
+
+    `changes` {} (an edit that changed nothing, as `changed` says) records nothing: a re-saved
+    form is not a change. None is an action with nothing more to say.
+    """
     if action not in ACTIONS:
         raise ValueError(f"not an audited action: {action}")
+    if changes == {}:
+        return
     services().store.record_audit(actor or current_actor(), action, target, changes)
+
+
+def record_room_edit(target: str, changes: dict) -> None:
+    """Record a room form's save: its hours as "room.hours", everything else as "room.edit"."""
+    hours = {key: value for key, value in changes.items() if key in HOURS_SETTINGS}
+    rest = {key: value for key, value in changes.items() if key not in HOURS_SETTINGS}
+    record("room.edit", target, rest)
+    record("room.hours", target, hours)
+
+
+def record_new_rooms(before: set[str]) -> None:
+    """Record the rooms a change made on the way (an import naming a room that did not exist)."""
+    for room in services().store.rooms():
+        if room.name not in before:
+            record("room.create", f"room {room.name}", {"name": room.name})
 
 
 def current_actor() -> str:
     admin = g.get("admin") if has_request_context() else None
     return admin_name(admin) if admin is not None else COMMAND_LINE
+
+
+def room_names() -> set[str]:
+    return {room.name for room in services().store.rooms()}
 
 
 def admin_name(admin) -> str:

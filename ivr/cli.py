@@ -173,7 +173,9 @@ def add(phone: str, name: str, moderator: bool, room: str, code_by: str | None) 
     store = _store()
     listed = {p.phone: p for p in store.participants(row.room)}.get(row.phone)
     before = listed.code_by if listed else None
+    rooms_before = audit.room_names()
     store.add_participant(row)
+    audit.record_new_rooms(rooms_before)
     new_values = audit.participant_values(row)
     audit.record(
         "participant.edit" if listed else "participant.add",
@@ -249,10 +251,12 @@ def import_(file) -> None:
     whatsapp = current_app.config["WHATSAPP_CODES"]
     rows = _valid(lambda: roster.read_csv(text, whatsapp_allowed=whatsapp))
     store = _store()
+    rooms_before = audit.room_names()
     try:
         count = store.import_participants(rows)
     except NotEnrolled as error:
         raise click.ClickException(str(error)) from None
+    audit.record_new_rooms(rooms_before)
     rooms = ", ".join(sorted({row.room for row in rows}))
     audit.record("participant.import", f"rooms {rooms}", {"rows": count})
     click.echo(f"Imported {count} participants.")
@@ -412,7 +416,9 @@ def add_admin(phone: str, name: str) -> None:
     audit.record(
         "admin.add",
         f"{clean_name} ({international(number)})",
-        {"name": [existing.name, clean_name]} if existing else {"name": clean_name},
+        audit.changed({"name": existing.name}, {"name": clean_name})
+        if existing
+        else {"name": clean_name},
     )
     sign_in_off = current_app.config["SIGN_IN_SENDER"] is None
     if not added:
@@ -457,7 +463,7 @@ def remove_admin(phone: str) -> None:
 )
 @click.option(
     "--limit",
-    type=click.IntRange(min=1),
+    type=click.IntRange(min=1, max=100_000),
     default=50,
     show_default=True,
     help="The newest this many.",

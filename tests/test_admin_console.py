@@ -923,7 +923,8 @@ def test_an_import_asking_for_the_app_imports_nothing(admin_client, admin_app):
 
 def test_times_show_in_the_zone_the_admin_chose(admin_client, admin_app):
     store = store_of(admin_app)
-    store.log_call(Outcome.UNKNOWN_NUMBER, CallNote("CA1", "+18005550199", None, "main"))
+    call_sid = "CA" + "7" * 32
+    store.log_call(Outcome.UNKNOWN_NUMBER, CallNote(call_sid, "+18005550199", None, "main"))
     with store.engine.begin() as connection:
         connection.execute(text("UPDATE call_log SET at = :at"), {"at": datetime(2026, 7, 1, 12)})
     assert "2026-07-01 12:00:00 UTC" in text_of(admin_client.get("/admin/calls"))
@@ -944,4 +945,103 @@ def test_times_show_in_the_zone_the_admin_chose(admin_client, admin_app):
         calls = text_of(admin_client.get("/admin/calls"))
         assert shown in calls
         assert f"times in {zone}</footer>" in calls
-        assert shown in text_of(admin_client.get("/admin/calls/CA1"))
+        assert shown in text_of(admin_client.get(f"/admin/calls/{call_sid}"))
+
+
+# -- odd input and the audit trail's edges -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/admin/calls?endpoint=x&room=main",
+        "/admin/calls?_external=1&_anchor=x",
+        "/admin/calls?page=99999999999999999999",
+        "/admin/calls?phone=%00&room=ma%00in&outcome=%00",
+        "/admin/calls.csv?phone=%00",
+        "/admin/audit?endpoint=x&target=%00&actor=%00&action=%00",
+        "/admin/audit?page=99999999999999999999",
+    ],
+)
+def test_odd_query_strings_get_a_page_not_a_500(admin_client, admin_app, path):
+    store = store_of(admin_app)
+    for number in range(60):
+        store.log_call(Outcome.NO_INPUT, CallNote(f"CA{number:032x}", BLATHERS, None, "main"))
+        store.record_audit("command line", "admin.add", f"admin {number}")
+
+    response = admin_client.get(path)
+
+    assert response.status_code == 200
+    assert 'href="http' not in text_of(response), "links stay relative to this host"
+
+
+def test_a_call_page_for_an_odd_sid_is_404(admin_client):
+    for sid in ("CA1%00", "CA" + "z" * 32, "x"):
+        assert admin_client.get(f"/admin/calls/{sid}").status_code == 404
+
+
+def audit_rows(app) -> list[tuple[str, str, dict | None]]:
+    import json
+
+    entries = reversed(store_of(app).audit_page(per_page=1000).entries)
+    return [(e.action, e.target, json.loads(e.changes) if e.changes else None) for e in entries]
+
+
+def test_saving_a_form_without_a_change_records_nothing(admin_client, admin_app):
+    room = main_room(admin_app)
+    same_room = {"name": "main", "line_number": "", "hold_music_url": "", "language": "en-US"}
+    same_room |= {
+        "moderators_anytime": "y",
+        "announce_names": "y",
+        "time_zone": "",
+        "opening_hours": "",
+    }
+    before = audit_rows(admin_app)
+
+    assert post_form(admin_client, f"/admin/rooms/{room.id}/edit", same_room).status_code == 302
+    same_person = {"phone": BLATHERS, "name": "Blathers", "role": "participant", "code_by": "sms"}
+    path = f"/admin/rooms/{room.id}/participants/{BLATHERS}/edit"
+    assert post_form(admin_client, path, same_person).status_code == 302
+    assert post_form(admin_client, "/admin/settings", {"time_zone": "UTC"}).status_code == 302
+
+    assert audit_rows(admin_app) == before
+
+
+def test_a_room_form_s_hours_get_a_row_of_their_own(admin_client, admin_app):
+    room = main_room(admin_app)
+    form = {"name": "main room", "line_number": "", "hold_music_url": "", "language": "en-US"}
+    form |= {"moderators_anytime": "y", "announce_names": "y", "time_zone": "Europe/Berlin"}
+    form |= {"opening_hours": "mon-fri 09:55-11:00"}
+    before = len(audit_rows(admin_app))
+
+    assert post_form(admin_client, f"/admin/rooms/{room.id}/edit", form).status_code == 302
+
+    assert audit_rows(admin_app)[before:] == [
+        ("room.edit", "room main room", {"name": ["main", "main room"]}),
+        (
+            "room.hours",
+            "room main room",
+            {
+                "time_zone": [None, "Europe/Berlin"],
+                "opening_hours": [None, "mon-fri 09:55-11:00"],
+            },
+        ),
+    ]
+
+
+def test_refused_and_failed_console_actions_record_nothing(admin_client, admin_app, fake_twilio):
+    store_of(admin_app).create_room("board", "+18005550177", None)
+    join_two(admin_app, fake_twilio)
+    before = audit_rows(admin_app)
+
+    taken = {"name": "board", "line_number": "", "hold_music_url": "", "language": "en-US"}
+    assert post_form(admin_client, "/admin/rooms/new", taken).status_code == 400
+    fake_twilio.fail("conference-participant", 500, 20500, "Internal Server Error")
+    post_form(admin_client, f"/admin/live/{CALL_BLATHERS}/mute")
+    fake_twilio.fail("conference", 404, 20404, "The requested resource was not found")
+    post_form(admin_client, f"/admin/live/conferences/{CONFERENCE}/end")
+    assert flashes(admin_client)[-1] == "The conference in main had ended already."
+    post_form(admin_client, f"/admin/live/conferences/CF{'0' * 32}/end")
+    assert flashes(admin_client) == ["That conference has ended already."]
+
+    assert audit_rows(admin_app) == before

@@ -185,3 +185,37 @@ def test_room_commands_leave_one_row_with_the_change(app):
         ),
         (CLI, "room.hours", "room main", {"opening_hours": ["mon-fri 09:55-11:00", None]}),
     ]
+
+
+def test_a_room_a_command_makes_on_the_way_is_recorded(app, tmp_path):
+    roster = tmp_path / "roster.csv"
+    roster.write_text("phone,name,role,room\n+18005550123,Timmy,participant,board\n")
+
+    assert (
+        run(app, "participants", "add", "+18005556789", "Tommy", "--room", "night").exit_code == 0
+    )
+    assert run(app, "participants", "import", str(roster)).exit_code == 0
+
+    assert rows(app) == [
+        (CLI, "room.create", "room night", {"name": "night"}),
+        (
+            CLI,
+            "participant.add",
+            "Tommy (+1 800-555-6789) in night",
+            {"phone": "+18005556789", "name": "Tommy", "role": "participant"},
+        ),
+        (CLI, "room.create", "room board", {"name": "board"}),
+        (CLI, "participant.import", "rooms board", {"rows": 1}),
+    ]
+
+
+def test_commands_that_change_nothing_record_nothing(app):
+    assert run(app, "admins", "add", "+18005550112", "Isabelle").exit_code == 0
+    before = rows(app)
+
+    assert run(app, "admins", "add", "+18005550112", "Isabelle").exit_code == 0
+    assert run(app, "participants", "add", BLATHERS, "Blathers").exit_code == 0
+    assert run(app, "rooms", "set", "main", "--language", "en-US").exit_code == 0
+    assert run(app, "rooms", "hours", "main", "--clear").exit_code == 0
+
+    assert rows(app) == before

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -67,6 +68,10 @@ bp.before_request(auth.require_admin)
 pages.set_up(bp)
 
 CALLS_PER_PAGE = 50
+# Further than anyone pages; keeps OFFSET inside what SQLite and PostgreSQL accept.
+MAX_PAGE = 100_000
+# What Twilio's call SIDs look like, and so every call log row's.
+CALL_SID = re.compile(r"CA[0-9a-fA-F]{32}")
 AUDIT_PER_PAGE = 50
 NEEDS_TWILIO = "Live control needs Twilio credentials; the line is running in local mode."
 
@@ -191,8 +196,8 @@ def edit_room(room_id: int):
             ):
                 abort(404)
             after = _room_values(services().store.room(room_id))
-            audit.record(
-                "room.edit", f"room {form.name.data}", audit.changed(_room_values(room), after)
+            audit.record_room_edit(
+                f"room {form.name.data}", audit.changed(_room_values(room), after)
             )
             flash(f"Room {form.name.data} saved.", "success")
             return redirect(url_for("admin.room", room_id=room_id))
@@ -356,11 +361,13 @@ def apply_import():
     if form.validate_on_submit():
         rows = _parsed_csv(form.csv_text.data)
         if rows is not None:
+            rooms_before = audit.room_names()
             try:
                 count = services().store.import_participants(rows)
             except NotEnrolled as error:
                 flash(f"Nothing was imported: {error}.", "error")
                 return redirect(url_for("admin.import_participants"))
+            audit.record_new_rooms(rooms_before)
             rooms = sorted({row.room for row in rows})
             audit.record("participant.import", f"rooms {', '.join(rooms)}", {"rows": count})
             flash(f"Imported {count} participant{'s' if count != 1 else ''}.", "success")
@@ -389,9 +396,10 @@ def export_participants():
 @bp.get("/calls")
 def calls():
     form = _call_filters()
-    page = max(1, request.args.get("page", default=1, type=int))
-    result = services().store.calls_page(**_filter_values(form), page=page, per_page=CALLS_PER_PAGE)
-    filters = {k: v for k, v in request.args.items() if k != "page" and v}
+    result = services().store.calls_page(
+        **_filter_values(form), page=_page_number(), per_page=CALLS_PER_PAGE
+    )
+    filters = form.values()
     return render_template("admin/calls.html", form=form, result=result, filters=filters)
 
 
@@ -411,6 +419,8 @@ def export_calls():
 
 @bp.get("/calls/<call_sid>")
 def call(call_sid: str):
+    if not CALL_SID.fullmatch(call_sid):
+        abort(404)
     events = services().store.call_events(call_sid)
     if not events:
         abort(404)
@@ -424,6 +434,11 @@ def _call_filters() -> CallFilterForm:
     form.room.choices = {"": "All rooms"} | {name: name for name in store.logged_rooms()}
     form.outcome.choices = {"": "All outcomes"} | {o.value: o.value for o in CALL_OUTCOMES}
     return form
+
+
+def _page_number() -> int:
+    """The page asked for, within reason: a huge number must not overflow the SQL offset."""
+    return min(max(1, request.args.get("page", default=1, type=int)), MAX_PAGE)
 
 
 def _filter_values(form: CallFilterForm) -> dict:
@@ -493,15 +508,15 @@ def end_conference(conference_sid: str):
     if not ButtonForm().validate_on_submit():
         abort(400)
     store, client = services().store, services().twilio
-    room = next(
-        (m.room for m in store.live_members() if m.conference_sid == conference_sid),
-        "the conference",
-    )
+    room = next((m.room for m in store.live_members() if m.conference_sid == conference_sid), None)
+    if room is None:
+        flash("That conference has ended already.", "info")
+        return redirect(url_for("admin.live"))
     if client is None:
         flash(NEEDS_TWILIO, "error")
         return redirect(url_for("admin.live"))
     try:
-        _ask_twilio(
+        present = _ask_twilio(
             "end conference",
             "conference_end",
             lambda: client.conferences(conference_sid).update(status="completed"),
@@ -511,6 +526,9 @@ def end_conference(conference_sid: str):
         flash(f"Twilio did not end the conference in {room}: {error}. Try again.", "error")
         return redirect(url_for("admin.live"))
     store.conference_ended(conference_sid)
+    if not present:
+        flash(f"The conference in {room} had ended already.", "info")
+        return redirect(url_for("admin.live"))
     audit.record("live.end", f"conference in {room}")
     flash(f"Ended the conference in {room}.", "success")
     return redirect(url_for("admin.live"))
@@ -581,15 +599,14 @@ def audit_trail():
     form = AuditFilterForm(request.args)
     form.actor.choices = {"": "Everyone"} | {name: name for name in store.audit_actors()}
     form.action.choices = {"": "Every action"} | audit.ACTIONS
-    page = max(1, request.args.get("page", default=1, type=int))
     result = store.audit_page(
         actor=form.actor.data or None,
         action=form.action.data or None,
-        target=(form.target.data or "").strip() or None,
-        page=page,
+        target=form.target.data or None,
+        page=_page_number(),
         per_page=AUDIT_PER_PAGE,
     )
-    filters = {k: v for k, v in request.args.items() if k != "page" and v}
+    filters = form.values()
     return render_template(
         "admin/audit.html",
         form=form,

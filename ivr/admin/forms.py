@@ -207,26 +207,42 @@ class ButtonForm(FlaskForm):
     """A form that is only a button: the URL says what to do, the CSRF token says who asks."""
 
 
-class CallFilterForm(FlaskForm):
+def _printable(value):
+    """Drop control characters from a filter: PostgreSQL refuses NUL in text, and none belongs."""
+    if not isinstance(value, str):
+        return value
+    return "".join(character for character in value if character.isprintable()).strip()
+
+
+class FilterForm(FlaskForm):
     """Filters read from the query string; a GET changes nothing, so no CSRF token."""
 
     class Meta:
         csrf = False
 
-    room = SelectField("Room", choices={}, validate_choice=False, validators=[Optional()])
-    phone = StringField("Number", validators=[Optional(), Length(max=40)])
-    outcome = SelectField("Outcome", choices={}, validate_choice=False, validators=[Optional()])
+    def values(self) -> dict[str, str]:
+        """The filters given, by field name: for the store, and for links that keep them."""
+        return {name: field.data for name, field in self._fields.items() if field.data}
 
 
-class AuditFilterForm(FlaskForm):
-    """Filters for the audit trail, read from the query string."""
+class CallFilterForm(FilterForm):
+    room = SelectField(
+        "Room", choices={}, validate_choice=False, validators=[Optional()], filters=[_printable]
+    )
+    phone = StringField("Number", validators=[Optional(), Length(max=40)], filters=[_printable])
+    outcome = SelectField(
+        "Outcome", choices={}, validate_choice=False, validators=[Optional()], filters=[_printable]
+    )
 
-    class Meta:
-        csrf = False
 
-    actor = SelectField("Who", choices={}, validate_choice=False, validators=[Optional()])
-    action = SelectField("Action", choices={}, validate_choice=False, validators=[Optional()])
-    target = StringField("Done to", validators=[Optional(), Length(max=200)])
+class AuditFilterForm(FilterForm):
+    actor = SelectField(
+        "Who", choices={}, validate_choice=False, validators=[Optional()], filters=[_printable]
+    )
+    action = SelectField(
+        "Action", choices={}, validate_choice=False, validators=[Optional()], filters=[_printable]
+    )
+    target = StringField("Done to", validators=[Optional(), Length(max=200)], filters=[_printable])
 
 
 class TimeZoneForm(FlaskForm):

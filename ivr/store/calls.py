@@ -152,7 +152,12 @@ class CallLogStore(Database):
                 room=row.room,
                 outcome=row.outcome,
                 answer_to_join=row.joined - row.started if row.joined else None,
-                in_conference=(row.left - row.entered if row.left and row.entered else None),
+                # Twilio's leave can reach us before its join: then the time is not known.
+                in_conference=(
+                    row.left - row.entered
+                    if row.left and row.entered and row.left >= row.entered
+                    else None
+                ),
                 events=row.events,
             )
             for row in rows
