@@ -1,9 +1,11 @@
-"""IANA time zones, as people choose them and as times are shown in them."""
+"""The zone each admin reads the console's times in (rooms' zones are ivr.hours')."""
 
 from __future__ import annotations
 
 from functools import cache
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from ivr.hours import zone_names
 
 UTC_NAME = "UTC"
 
@@ -16,21 +18,15 @@ def zone(name: str | None) -> ZoneInfo:
         return ZoneInfo(UTC_NAME)
 
 
-def is_zone(name: str) -> bool:
-    return name in _names()
-
-
 @cache
 def choices() -> list[tuple[str, str]]:
-    """Every zone, UTC first, then by name ("Europe/Berlin"), for a select."""
-    return [(UTC_NAME, UTC_NAME)] + [(name, name) for name in sorted(_names()) if name != UTC_NAME]
+    """Every place's zone, UTC first, then by name ("Europe/Berlin"), for a select.
 
-
-@cache
-def _names() -> frozenset[str]:
-    # Legacy aliases ("US/Pacific", "CET") are left out: people pick a place.
-    return frozenset(
+    Legacy aliases ("US/Pacific", "CET", "Etc/GMT+5") are left out: people pick a place.
+    """
+    places = sorted(
         name
-        for name in available_timezones()
+        for name in zone_names()
         if "/" in name and not name.startswith(("Etc/", "SystemV/", "US/", "posix/", "right/"))
-    ) | {UTC_NAME}
+    )
+    return [(UTC_NAME, UTC_NAME)] + [(name, name) for name in places]

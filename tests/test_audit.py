@@ -219,3 +219,14 @@ def test_commands_that_change_nothing_record_nothing(app):
     assert run(app, "rooms", "hours", "main", "--clear").exit_code == 0
 
     assert rows(app) == before
+
+
+@pytest.mark.parametrize("typed", ["5559876", "+18005559876", "800 555 9876", "blathers"])
+def test_the_trail_finds_a_number_however_it_is_typed(app, typed):
+    store = app.extensions["ivr"].store
+    store.record_audit(CLI, "participant.remove", "Blathers (+1 800-555-9876) in main")
+    store.record_audit(CLI, "participant.remove", "Mabel (+1 800-555-4321) in main")
+
+    found = store.audit_page(target=typed).entries
+
+    assert [entry.target for entry in found] == ["Blathers (+1 800-555-9876) in main"]

@@ -6,9 +6,9 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, or_, select
 
-from ivr.store.database import Database, Paged, anywhere
+from ivr.store.database import Database, Paged, anywhere, digits_only
 from ivr.store.models import AuditEntry, utcnow
 
 
@@ -55,7 +55,13 @@ class AuditStore(Database):
             conditions.append(AuditEntry.action == action)
         if target:
             needle = target.strip().lower()
-            conditions.append(func.lower(AuditEntry.target).like(anywhere(needle), escape="\\"))
+            matches = [func.lower(AuditEntry.target).like(anywhere(needle), escape="\\")]
+            digits = digits_only(needle)
+            if len(digits) >= 4:
+                # Targets show numbers as "+1 800-555-9876"; "5559876" or "+18005559876" finds it.
+                bare = func.replace(func.replace(AuditEntry.target, " ", ""), "-", "")
+                matches.append(bare.like(anywhere(digits), escape="\\"))
+            conditions.append(or_(*matches))
         if since:
             conditions.append(AuditEntry.at >= since)
         page = max(1, page)
