@@ -142,16 +142,28 @@ class Announcements:
         if news.said == "joined" and not caller.present:
             # Gone again before this was read (or Twilio's leave overtook the join).
             return
+        # Each request on its own: a failed one does not keep the other from playing.
         if caller.others:
-            self.announcer.to_conference(
-                news.conference_sid, announce_url(news.announce_url, news.said, news.call_sid)
+            _played(
+                self.announcer.to_conference,
+                news.conference_sid,
+                announce_url(news.announce_url, news.said, news.call_sid),
             )
         if news.said == "joined" and caller.moderator:
-            self.announcer.to_participant(
+            _played(
+                self.announcer.to_participant,
                 news.conference_sid,
                 news.call_sid,
                 announce_url(news.announce_url, "waiting", news.call_sid, caller.others),
             )
+
+
+def _played(request, *args) -> None:
+    """Ask the announcer for one announcement; a failure is logged, and the next one still goes."""
+    try:
+        request(*args)
+    except ProviderError as error:
+        log.warning("announcement not played: %s", error)
 
 
 def announce_url(base: str, said: Said, call_sid: str, count: int | None = None) -> str:

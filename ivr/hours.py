@@ -186,13 +186,20 @@ def _time_of_day(text: str, *, end: bool = False) -> timedelta:
     return timedelta(hours=hours, minutes=minutes)
 
 
+# Meetings are not planned further ahead than this; later dates overflow time zone arithmetic.
+LAST_YEAR = 2999
+
+
 def _date(text: str) -> date:
     try:
         if not _DATE.fullmatch(text):
             raise ValueError
-        return date.fromisoformat(text)
+        day = date.fromisoformat(text)
     except ValueError:
         raise HoursError(f"bad date {text!r} (use YYYY-MM-DD)") from None
+    if day.year > LAST_YEAR:
+        raise HoursError(f"date too far ahead: {text!r} (the last year is {LAST_YEAR})")
+    return day
 
 
 def _weekdays(text: str) -> frozenset[int]:

@@ -256,6 +256,20 @@ def test_a_moderator_joining_hears_how_many_are_waiting(line, fake_twilio, waiti
         assert told == []
 
 
+def test_a_failed_announcement_to_all_does_not_keep_the_moderator_s_count(line, fake_twilio):
+    everyone_in(line, fake_twilio, BLATHERS)
+    let_in(line, fake_twilio, MODERATOR)
+    fake_twilio.reset()
+    fake_twilio.fail("conference", 503, 20503)
+
+    joins(line, MODERATOR)
+
+    [(_, _, form)] = fake_twilio.requests_of("conference-participant")
+    assert form["AnnounceUrl"] == (
+        f"{ANNOUNCE_BASE}?event=waiting&call={CALL_OF[MODERATOR]}&count=1"
+    )
+
+
 def test_the_moderator_leaving_ends_the_conference_so_nobody_is_told(line, fake_twilio):
     everyone_in(line, fake_twilio, BLATHERS, MABEL, MODERATOR)
 

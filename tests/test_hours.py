@@ -78,6 +78,7 @@ def test_hours_are_stored_in_one_canonical_form(given, stored):
         ("mon 10:00-10:00", "ends as it starts: 10:00-10:00"),
         ("2026-13-03 15:00-16:30", "bad date '2026-13-03'"),
         ("2026-02-30 15:00-16:30", "bad date '2026-02-30'"),
+        ("9999-12-31 22:00-23:00", "date too far ahead: '9999-12-31'"),
         ("mon", "not a window: 'mon'"),
         ("mon 09:00", "bad times '09:00'"),
     ],
@@ -348,6 +349,23 @@ def test_a_locked_out_caller_hears_the_room_is_closed_and_the_lockout_is_untouch
     assert outcomes(closed_app) == ["room closed"]
 
 
+def test_hours_in_a_zone_this_server_does_not_know_leave_the_room_open(
+    closed_app, fake_twilio, caplog
+):
+    """Saved against a newer zone database than this server's: the code still guards the room."""
+    set_hours(closed_app, WEEKDAYS_TEN_TO_ELEVEN, zone="Mars/Olympus")
+
+    moderator = voice(closed_app, MODERATOR, call_sid="CA" + "1" * 32)
+    blathers = voice(closed_app, BLATHERS)
+
+    assert said(moderator)[0].startswith("Welcome Isabelle.")
+    assert said(blathers)[0].startswith("Welcome Blathers.")
+    assert outcomes(closed_app) == ["code sent", "code sent"]
+    assert "its opening hours cannot be read, so it stays open: unknown zone 'Mars/Olympus'" in (
+        caplog.text
+    )
+
+
 def test_a_stranger_is_not_told_the_schedule(closed_app, fake_twilio):
     root = voice(closed_app, STRANGER)
     assert said(root) == ["Sorry, I don't recognize the number you're calling from."]
@@ -480,6 +498,10 @@ def test_hours_that_never_open_again_are_kept_with_a_warning(runner):
         (["--weekly", "mon 11:00-09:55"], "ends before it starts: 11:00-09:55"),
         (["--weekly", "mox 09:00-10:00"], "unknown day 'mox' (use mon tue wed thu fri sat sun)"),
         (["--once", "2026-12-32 15:00-16:30"], "bad date '2026-12-32' (use YYYY-MM-DD)"),
+        (
+            ["--tz", "America/New_York", "--once", "9999-12-31 22:00-23:00"],
+            "date too far ahead: '9999-12-31' (the last year is 2999)",
+        ),
         (["--weekly", "2026-12-03 15:00-16:30"], "--weekly takes days, not a date"),
         (["--once", "mon 09:00-10:00"], "--once takes a date"),
         (["--clear", "--weekly", "mon 09:00-10:00"], "--clear takes no --weekly or --once windows"),
