@@ -356,7 +356,7 @@ def _no_input(call: _Call) -> Response:
     # The method and the language come from our own redirect URL, which Twilio's signature
     # covers: the re-prompt needs no look-up of the caller.
     by = _code_by(request.args.get("by"))
-    language = _language(request.args.get("lang"))
+    language = _spoken(request.args.get("lang") or DEFAULT_LANGUAGE)
     status = store.send_status(call.call_sid, _stuck_before()) if call.call_sid else None
     if status in UNSENT:
         caller = call.caller_at_line() if status == SendStatus.STUCK else None
@@ -543,10 +543,6 @@ def _spoken(language: str) -> str:
         log.warning("room language %r has no catalogue: speaking %s", language, DEFAULT_LANGUAGE)
         return DEFAULT_LANGUAGE
     return language
-
-
-def _language(value: str | None) -> str:
-    return value if value in LANGUAGES else DEFAULT_LANGUAGE
 
 
 def _welcome(caller: CallerAtLine, by: CodeBy) -> VoiceResponse:
