@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import case, func, insert, select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import aliased
 
 from ivr.store.database import Database, Paged, anywhere, digits_only
-from ivr.store.guards import success_update
-from ivr.store.models import CallLogEntry, CallNote, CodeSend, NumberGuard, Outcome
+from ivr.store.guards import LOG_CALL, settle_success
+from ivr.store.models import CallLogEntry, CallNote, CodeSend, Outcome
 
 # Outcomes after which a call is still waiting for the caller's digits.
 _AT_THE_PROMPT = {Outcome.CODE_SENT, Outcome.WRONG_CODE}
@@ -54,14 +54,14 @@ class CallLogStore(Database):
 
     def log_call(self, outcome: Outcome, note: CallNote) -> None:
         with self._writing() as connection:
-            connection.execute(insert(CallLogEntry).values(note.row(outcome)))
+            connection.execute(LOG_CALL, note.row(outcome))
 
     def record_join(self, outcome: Outcome, note: CallNote) -> None:
         """Log a caller let in by a claimed check, and settle the claim as a success."""
         with self._writing() as connection:
             if note.phone:
-                connection.execute(success_update(NumberGuard, note.phone))
-            connection.execute(insert(CallLogEntry).values(note.row(outcome)))
+                settle_success(connection, note.phone)
+            connection.execute(LOG_CALL, note.row(outcome))
 
     def log_hang_up(self, call_sid: str, phone: str | None) -> CallNote | None:
         """Log "hung up" for a call that ended at the code prompt; return the row's note if so.

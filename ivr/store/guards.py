@@ -5,9 +5,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Select, Update, and_, case, delete, func, insert, or_, select, update
+from sqlalchemy import (
+    Select,
+    Update,
+    and_,
+    bindparam,
+    case,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 
-from ivr.store.database import Database
+from ivr.store.database import Database, per_dialect
 from ivr.store.models import (
     LINE,
     LOCKOUT_KINDS,
@@ -24,6 +36,8 @@ from ivr.store.models import (
     utcnow,
 )
 
+HOUR = timedelta(hours=1)
+
 
 @dataclass(frozen=True)
 class Lockout:
@@ -31,6 +45,99 @@ class Lockout:
     locked_until: datetime
     kind: str  # a key of LOCKOUT_KINDS
     names: list[str]
+
+
+# A time before any send: with it, no send reads as stuck.
+NEVER = datetime(1970, 1, 1)
+
+
+def _claim_attempt(guard: Guard):
+    """The statement behind `claim_attempt`, built once per dialect and guard."""
+    table = guard.__table__
+    return per_dialect(
+        lambda insert: (
+            insert(table)
+            .values(failures=1, checking=1, locked_until=None)
+            .on_conflict_do_update(
+                index_elements=[table.c.phone],
+                set_={"failures": table.c.failures + 1, "checking": table.c.checking + 1},
+                where=and_(
+                    table.c.failures < bindparam("max_attempts"),
+                    or_(table.c.locked_until.is_(None), table.c.locked_until <= bindparam("now")),
+                ),
+            )
+            .returning(table.c.failures)
+        )
+    )
+
+
+def _lock_row(guard: Guard):
+    """An upsert that changes nothing but locks the number's guard row until commit."""
+    table = guard.__table__
+    return per_dialect(
+        lambda insert: (
+            insert(table)
+            .values(failures=0)
+            .on_conflict_do_update(
+                index_elements=[table.c.phone], set_={"failures": table.c.failures}
+            )
+        )
+    )
+
+
+def _guard_update(guard: Guard, **values) -> Update:
+    table = guard.__table__
+    return update(table).where(table.c.phone == bindparam("the_phone")).values(**values)
+
+
+def _one_less(column):
+    return case((column > 0, column - 1), else_=0)
+
+
+def _success(guard: Guard) -> Update:
+    """A success ends the window and clears the failures - unless other checks of the number are
+    still in flight (a burst of guesses with the right code among them): then the count stays,
+    so the burst still gets no more than its `max_attempts` checks.
+    """
+    checking = guard.__table__.c.checking
+    return _guard_update(
+        guard,
+        failures=case((checking <= 1, 0), else_=guard.__table__.c.failures),
+        checking=_one_less(checking),
+    )
+
+
+_GUARD_STATEMENTS = {
+    guard: {
+        "claim": _claim_attempt(guard),
+        "lock_row": _lock_row(guard),
+        "settled_failure": _guard_update(guard, checking=_one_less(guard.__table__.c.checking)),
+        "lock": _guard_update(guard, failures=0, checking=0, locked_until=bindparam("until")),
+        "success": _success(guard),
+        "give_back": _guard_update(
+            guard,
+            failures=_one_less(guard.__table__.c.failures),
+            checking=_one_less(guard.__table__.c.checking),
+        ),
+    }
+    for guard in LOCKOUT_KINDS.values()
+}
+
+_sends = CodeSend.__table__
+_SENDS_OF = and_(_sends.c.phone == bindparam("phone"), _sends.c.purpose == bindparam("purpose"))
+_FORGET_OLD_SENDS = delete(_sends).where(_SENDS_OF, _sends.c.sent_at <= bindparam("hour_ago"))
+_COUNT_SENDS = select(func.count()).select_from(_sends).where(_SENDS_OF)
+_NEW_SEND = (
+    insert(_sends)
+    .values(status=SendStatus.STARTED.value, sent_at=bindparam("now"))
+    .returning(_sends.c.id)
+)
+_SEND_DONE = (
+    update(_sends)
+    .where(_sends.c.id == bindparam("send_id"), _sends.c.status == SendStatus.STARTED.value)
+    .values(status=SendStatus.SENT.value)
+)
+LOG_CALL = insert(CallLogEntry.__table__)
 
 
 class GuardStore(Database):
@@ -52,22 +159,10 @@ class GuardStore(Database):
         claimed in a window, which a lockout or a success ends. Settle every claim with
         `fail_attempt`, `succeed_attempt` (or `record_join`) or `give_back_attempt`.
         """
-        now = utcnow()
-        stmt = (
-            self._insert(guard)
-            .values(phone=phone, failures=1, checking=1, locked_until=None)
-            .on_conflict_do_update(
-                index_elements=[guard.phone],
-                set_={"failures": guard.failures + 1, "checking": guard.checking + 1},
-                where=and_(
-                    guard.failures < max_attempts,
-                    or_(guard.locked_until.is_(None), guard.locked_until <= now),
-                ),
-            )
-            .returning(guard.failures)
-        )
+        claim = _GUARD_STATEMENTS[guard]["claim"][self.dialect]
+        values = {"phone": phone, "max_attempts": max_attempts, "now": utcnow()}
         with self._writing() as connection:
-            return connection.execute(stmt).scalar_one_or_none()
+            return connection.execute(claim, values).scalar_one_or_none()
 
     def fail_attempt(
         self,
@@ -78,38 +173,27 @@ class GuardStore(Database):
         guard: Guard = NumberGuard,
     ) -> datetime | None:
         """Settle a claimed check that failed; the last one locks the number. Return until when."""
+        statements = _GUARD_STATEMENTS[guard]
         if attempt < max_attempts:
             # The claim already counts as a failure; it is no longer in flight.
             with self._writing() as connection:
-                connection.execute(
-                    update(guard)
-                    .where(guard.phone == phone)
-                    .values(checking=_one_less(guard.checking))
-                )
+                connection.execute(statements["settled_failure"], {"the_phone": phone})
             return None
         until = utcnow() + timedelta(seconds=lockout_seconds)
         with self._writing() as connection:
             # A lockout ends the window: a fresh count for when it ends.
-            connection.execute(
-                update(guard)
-                .where(guard.phone == phone)
-                .values(failures=0, checking=0, locked_until=until)
-            )
+            connection.execute(statements["lock"], {"the_phone": phone, "until": until})
         return until
 
     def succeed_attempt(self, phone: str, guard: Guard = NumberGuard) -> None:
-        """Settle a claimed check that succeeded (see `success_update`)."""
+        """Settle a claimed check that succeeded (see `_success`)."""
         with self._writing() as connection:
-            connection.execute(success_update(guard, phone))
+            settle_success(connection, phone, guard)
 
     def give_back_attempt(self, phone: str, guard: Guard = NumberGuard) -> None:
         """Return a claimed attempt whose code was never checked (the provider failed)."""
         with self._writing() as connection:
-            connection.execute(
-                update(guard)
-                .where(guard.phone == phone)
-                .values(failures=_one_less(guard.failures), checking=_one_less(guard.checking))
-            )
+            connection.execute(_GUARD_STATEMENTS[guard]["give_back"], {"the_phone": phone})
 
     def unlock(self, phone: str, guard: Guard = NumberGuard) -> bool:
         """End a number's lockout and forget its failures; return whether it was locked."""
@@ -151,47 +235,24 @@ class GuardStore(Database):
         each other and the cap cannot be overshot.
         """
         now = utcnow()
-        guard = LOCKOUT_KINDS[purpose]
-        lock_row = (
-            self._insert(guard)
-            .values(phone=phone, failures=0)
-            .on_conflict_do_update(
-                index_elements=[guard.phone],
-                set_={"failures": guard.failures},
-            )
-        )
-        this_purpose = and_(CodeSend.phone == phone, CodeSend.purpose == purpose)
+        lock_row = _GUARD_STATEMENTS[LOCKOUT_KINDS[purpose]]["lock_row"][self.dialect]
+        these_sends = {"phone": phone, "purpose": purpose}
         with self._writing() as connection:
-            connection.execute(lock_row)
-            connection.execute(
-                delete(CodeSend).where(this_purpose, CodeSend.sent_at <= now - timedelta(hours=1))
-            )
-            sent = connection.scalar(select(func.count()).select_from(CodeSend).where(this_purpose))
-            if sent >= per_hour:
+            connection.execute(lock_row, {"phone": phone})
+            connection.execute(_FORGET_OLD_SENDS, {**these_sends, "hour_ago": now - HOUR})
+            if connection.scalar(_COUNT_SENDS, these_sends) >= per_hour:
                 return None
-            send_id = connection.execute(
-                insert(CodeSend)
-                .values(
-                    phone=phone,
-                    sent_at=now,
-                    call_sid=note.call_sid if note else None,
-                    status=SendStatus.STARTED,
-                    purpose=purpose,
-                )
-                .returning(CodeSend.id)
-            ).scalar_one()
+            call_sid = note.call_sid if note else None
+            send = {**these_sends, "now": now, "call_sid": call_sid}
+            send_id = connection.execute(_NEW_SEND, send).scalar_one()
             if note is not None:
-                connection.execute(insert(CallLogEntry).values(note.row(Outcome.CODE_SENT)))
+                connection.execute(LOG_CALL, note.row(Outcome.CODE_SENT))
             return send_id
 
     def send_done(self, send_id: int) -> None:
         """Record that the provider took a send (what tells a slow send from a stuck one)."""
         with self._writing() as connection:
-            connection.execute(
-                update(CodeSend)
-                .where(CodeSend.id == send_id, CodeSend.status == SendStatus.STARTED)
-                .values(status=SendStatus.SENT)
-            )
+            connection.execute(_SEND_DONE, {"send_id": send_id})
 
     def send_failed(
         self, send_id: int, status: SendStatus, outcome: Outcome, note: CallNote
@@ -220,8 +281,9 @@ class GuardStore(Database):
 
     def send_status(self, call_sid: str, stuck_before: datetime | None = None) -> SendStatus | None:
         """Return how the call's latest code send went, if it had one (see `latest_send`)."""
+        stuck = {"call_sid": call_sid, "stuck_before": stuck_before or NEVER}
         with self.engine.connect() as connection:
-            status = connection.scalar(latest_send(call_sid, stuck_before))
+            status = connection.scalar(LATEST_SEND, stuck)
         return SendStatus(status) if status else None
 
     def put_code(
@@ -263,35 +325,28 @@ class GuardStore(Database):
             return result.rowcount == 1
 
 
-def success_update(guard: Guard, phone: str) -> Update:
-    """Return the statement that settles a successful claimed check.
-
-    A success ends the window and clears the failures - unless other checks of the number are
-    still in flight (a burst of guesses with the right code among them): then the count stays,
-    so the burst still gets no more than its `max_attempts` checks.
-    """
-    return (
-        update(guard)
-        .where(guard.phone == phone)
-        .values(
-            failures=case((guard.checking <= 1, 0), else_=guard.failures),
-            checking=_one_less(guard.checking),
-        )
-    )
+def settle_success(connection, phone: str, guard: Guard = NumberGuard) -> None:
+    """Settle a successful claimed check inside the caller's transaction (see `_success`)."""
+    connection.execute(_GUARD_STATEMENTS[guard]["success"], {"the_phone": phone})
 
 
-def _one_less(column):
-    return case((column > 0, column - 1), else_=0)
-
-
-def latest_send(call_sid: str | None, stuck_before: datetime | None) -> Select:
-    """Return a query for the status of the call's latest send.
+def _latest_send() -> Select:
+    """The status of the call's latest send (bind parameters `call_sid`, `stuck_before`).
 
     A send still STARTED at `stuck_before` reads as STUCK: its sender died or hangs, and the
     caller must not wait for a code that will never come.
     """
-    status = CodeSend.status
-    if stuck_before is not None:
-        stuck = and_(CodeSend.status == SendStatus.STARTED, CodeSend.sent_at <= stuck_before)
-        status = case((stuck, SendStatus.STUCK.value), else_=CodeSend.status)
-    return select(status).where(CodeSend.call_sid == call_sid).order_by(CodeSend.id.desc()).limit(1)
+    stuck = and_(
+        _sends.c.status == SendStatus.STARTED.value,
+        _sends.c.sent_at <= bindparam("stuck_before"),
+    )
+    status = case((stuck, SendStatus.STUCK.value), else_=_sends.c.status)
+    return (
+        select(status)
+        .where(_sends.c.call_sid == bindparam("call_sid"))
+        .order_by(_sends.c.id.desc())
+        .limit(1)
+    )
+
+
+LATEST_SEND = _latest_send()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from sqlalchemy import Connection, delete, exists, func, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, exists, func, insert, select, update
 
 from ivr.store.database import Database
 from ivr.store.models import CallLogEntry, ConferenceMember, Outcome, Room, utcnow
@@ -28,6 +28,13 @@ class AnnouncedCaller:
     ending: bool = False
     # The caller is in the conference now (a join may be read after its leave).
     present: bool = False
+
+
+_LIVE_LABELS = select(ConferenceMember.label).where(
+    ConferenceMember.room == bindparam("room"),
+    ConferenceMember.label.is_not(None),
+    ConferenceMember.left_at.is_(None),
+)
 
 
 class LiveStore(Database):
@@ -143,15 +150,7 @@ class LiveStore(Database):
     def live_labels(self, room: str) -> set[str]:
         """Return the participant labels in the room's conference now."""
         with self.engine.connect() as connection:
-            return set(
-                connection.scalars(
-                    select(ConferenceMember.label).where(
-                        ConferenceMember.room == room,
-                        ConferenceMember.label.is_not(None),
-                        ConferenceMember.left_at.is_(None),
-                    )
-                )
-            )
+            return set(connection.scalars(_LIVE_LABELS, {"room": room}))
 
     def announced_caller(self, call_sid: str) -> AnnouncedCaller | None:
         """Return the caller the line let in on `call_sid` (their listed name, not the number).

@@ -7,11 +7,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import and_, delete, func, or_, select
+from sqlalchemy import and_, bindparam, delete, func, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from ivr.store.database import Database, anywhere, digits_only
-from ivr.store.guards import latest_send
+from ivr.store.guards import LATEST_SEND, NEVER
 from ivr.store.models import (
     DEFAULT_ROOM_NAME,
     CodeBy,
@@ -34,6 +34,43 @@ class Conflict(ValueError):
 
 class NotEnrolled(ValueError):
     """A participant would get codes from an authenticator app they never set up."""
+
+
+def _caller_at_line():
+    """The query behind `caller_at_line`: bind parameters phone, line, call_sid, stuck_before."""
+    phone = bindparam("phone")
+    line = bindparam("line")
+    room_id = (
+        select(Room.id)
+        .where(or_(Room.line_number == line, Room.line_number.is_(None)))
+        .order_by(Room.line_number.is_(None), Room.id)
+        .limit(1)
+        .scalar_subquery()
+    )
+    return (
+        select(
+            Room.name,
+            Room.hold_music_url,
+            Participant.name,
+            Participant.role,
+            NumberGuard.locked_until,
+            LATEST_SEND.scalar_subquery(),
+            Participant.code_by,
+            Participant.id,
+            Participant.app_secret,
+            Room.time_zone,
+            Room.opening_hours,
+            Room.moderators_anytime,
+            Room.language,
+        )
+        .select_from(Room)
+        .outerjoin(Participant, and_(Participant.room_id == Room.id, Participant.phone == phone))
+        .outerjoin(NumberGuard, NumberGuard.phone == phone)
+        .where(Room.id == room_id)
+    )
+
+
+_CALLER_AT_LINE = _caller_at_line()
 
 
 @dataclass(frozen=True)
@@ -255,39 +292,14 @@ class RoomStore(Database):
         line number. Returns None when there is no such room. A send still unfinished at
         `stuck_before` reads as STUCK.
         """
-        room_id = (
-            select(Room.id)
-            .where(or_(Room.line_number == line, Room.line_number.is_(None)))
-            .order_by(Room.line_number.is_(None), Room.id)
-            .limit(1)
-            .scalar_subquery()
-        )
-        send_status = latest_send(call_sid, stuck_before).scalar_subquery()
-        stmt = (
-            select(
-                Room.name,
-                Room.hold_music_url,
-                Participant.name,
-                Participant.role,
-                NumberGuard.locked_until,
-                send_status,
-                Participant.code_by,
-                Participant.id,
-                Participant.app_secret,
-                Room.time_zone,
-                Room.opening_hours,
-                Room.moderators_anytime,
-                Room.language,
-            )
-            .select_from(Room)
-            .outerjoin(
-                Participant, and_(Participant.room_id == Room.id, Participant.phone == phone)
-            )
-            .outerjoin(NumberGuard, NumberGuard.phone == phone)
-            .where(Room.id == room_id)
-        )
+        values = {
+            "phone": phone,
+            "line": line,
+            "call_sid": call_sid,
+            "stuck_before": stuck_before or NEVER,
+        }
         with self.engine.connect() as connection:
-            row = connection.execute(stmt).first()
+            row = connection.execute(_CALLER_AT_LINE, values).first()
         if row is None:
             return None
         (room, music, name, role, locked_until, status, code_by, participant_id, secret) = row[:9]

@@ -6,15 +6,32 @@ import random
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import bindparam, delete, select, update
 
-from ivr.store.database import Database
+from ivr.store.database import Database, per_dialect
 from ivr.store.models import WebhookAnswer, utcnow
 
 # Twilio retries within seconds: a day outlasts any retry and keeps the table small.
 KEEP_ANSWERS = timedelta(days=1)
 # Old answers are swept by about one claim in this many, so most claims are one statement.
 SWEEP_EVERY = 200
+
+_answers = WebhookAnswer.__table__
+_CLAIM = per_dialect(
+    lambda insert: (
+        insert(_answers)
+        .values(answer=None)
+        .on_conflict_do_nothing(index_elements=[_answers.c.token])
+        .returning(_answers.c.token)
+    )
+)
+_ANSWER_OF = select(_answers.c.answer).where(_answers.c.token == bindparam("token"))
+_KEEP = (
+    update(_answers)
+    .where(_answers.c.token == bindparam("the_token"))
+    .values(answer=bindparam("answer"))
+)
+_SWEEP = delete(_answers).where(_answers.c.at < bindparam("before"))
 
 
 @dataclass(frozen=True)
@@ -34,34 +51,21 @@ class WebhookStore(Database):
         winner's answer.
         """
         now = utcnow()
-        claim = (
-            self._insert(WebhookAnswer)
-            .values(token=token, path=path, answer=None, at=now)
-            .on_conflict_do_nothing(index_elements=[WebhookAnswer.token])
-            .returning(WebhookAnswer.token)
-        )
         with self._writing() as connection:
             if random.randrange(SWEEP_EVERY) == 0:
-                connection.execute(
-                    delete(WebhookAnswer).where(WebhookAnswer.at < now - KEEP_ANSWERS)
-                )
-            if connection.execute(claim).first() is not None:
+                connection.execute(_SWEEP, {"before": now - KEEP_ANSWERS})
+            claim = {"token": token, "path": path, "at": now}
+            if connection.execute(_CLAIM[self.dialect], claim).first() is not None:
                 return None
-            answer = connection.scalar(
-                select(WebhookAnswer.answer).where(WebhookAnswer.token == token)
-            )
+            answer = connection.scalar(_ANSWER_OF, {"token": token})
         return SeenBefore(answer)
 
     def answer_of(self, token: str) -> str | None:
         """Return the answer kept for `token`, if it has one yet."""
         with self.engine.connect() as connection:
-            return connection.scalar(
-                select(WebhookAnswer.answer).where(WebhookAnswer.token == token)
-            )
+            return connection.scalar(_ANSWER_OF, {"token": token})
 
     def keep_answer(self, token: str, answer: str) -> None:
         """Keep the answer given to the request that claimed `token`, for its retries."""
         with self._writing() as connection:
-            connection.execute(
-                update(WebhookAnswer).where(WebhookAnswer.token == token).values(answer=answer)
-            )
+            connection.execute(_KEEP, {"the_token": token, "answer": answer})
