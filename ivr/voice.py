@@ -26,7 +26,16 @@ from ivr.phones import caller_phone, is_withheld, parse_phone
 from ivr.sending import PendingSend
 from ivr.services import services
 from ivr.signature import is_signed_by_twilio
-from ivr.store import CallerAtLine, CallNote, CodeBy, Outcome, Role, SendStatus, utcnow
+from ivr.store import (
+    CallerAtLine,
+    CallNote,
+    CodeBy,
+    KeptAnswer,
+    Outcome,
+    Role,
+    SendStatus,
+    utcnow,
+)
 from ivr.verification import LINE, Channel, CheckResult, ProviderError
 
 # Codes sent to one number in any hour, whichever provider sends them.
@@ -98,7 +107,7 @@ def answer_retries_once() -> Response | None:
 
 @bp.after_request
 def keep_the_answer(response: Response) -> Response:
-    """Keep the answer to a claimed request, for its retries."""
+    """Keep the answer to a claimed request, for its retries, unless the view's change did."""
     token = g.pop("webhook_token", None)
     if token is not None and response.status_code == 200:
         try:
@@ -106,6 +115,20 @@ def keep_the_answer(response: Response) -> Response:
         except Exception:  # the caller's answer goes out; a retry then hears the apology
             log.exception("could not keep the answer for a webhook retry")
     return response
+
+
+def _kept_with_change(answer: str) -> KeptAnswer | None:
+    """Return `answer` for the store to keep in the transaction of the view's last change.
+
+    The view calls `_answer_kept` once that change is committed, so that `keep_the_answer`
+    does not write it again: one commit on the webhook path instead of two.
+    """
+    token = g.get("webhook_token")
+    return None if token is None else KeptAnswer(token, answer)
+
+
+def _answer_kept() -> None:
+    g.pop("webhook_token", None)
 
 
 def _wait_for_answer(token: str) -> str | None:
@@ -159,17 +182,21 @@ def voice():
         return _twiml(_welcome(caller, by))
 
     note = call.note(caller)
-    send_id = services().store.reserve_send(call.phone, SENDS_PER_HOUR, note)
+    welcome = _welcome(caller, by).to_xml()
+    send_id = services().store.reserve_send(
+        call.phone, SENDS_PER_HOUR, note, answer=_kept_with_change(welcome)
+    )
     if send_id is None:
         call.log(Outcome.SEND_LIMIT, caller)
         return _twiml(twiml.goodbye(twiml.SEND_LIMIT, _language_of(caller)))
+    _answer_kept()
     # Logged first, so that it comes before anything the sender logs about this code.
     log.info("outcome: %s", Outcome.CODE_SENT)
     services().metrics.call(Outcome.CODE_SENT, caller.room)
     # The greeting does not wait for Twilio: the code is sent while the caller hears it.
     language = _language_of(caller)
     services().sender.send(PendingSend(send_id, call.phone, note, CHANNELS[by], language))
-    return _twiml(_welcome(caller, by))
+    return _xml(welcome)
 
 
 @bp.post("/gather")
@@ -211,22 +238,21 @@ def gather():
             if caller.role == Role.MODERATOR
             else Outcome.JOINED_PARTICIPANT
         )
+        label = twiml.participant_label(caller.name, call.phone, store.live_labels(caller.room))
+        joining = twiml.join_conference(
+            caller.room,
+            label,
+            caller.role,
+            _public_url("/conference/events"),
+            caller.hold_music_url,
+            _language_of(caller),
+        ).to_xml()
         # Settles the claim: a success clears the failures before it.
-        store.record_join(joined, call.note(caller))
+        store.record_join(joined, call.note(caller), _kept_with_change(joining))
+        _answer_kept()
         log.info("outcome: %s", joined)
         services().metrics.call(joined, caller.room)
-        events_url = _public_url("/conference/events")
-        label = twiml.participant_label(caller.name, call.phone, store.live_labels(caller.room))
-        return _twiml(
-            twiml.join_conference(
-                caller.room,
-                label,
-                caller.role,
-                events_url,
-                caller.hold_music_url,
-                _language_of(caller),
-            )
-        )
+        return _xml(joining)
 
     locked_until = store.fail_attempt(
         call.phone, attempt, config["MAX_ATTEMPTS"], config["LOCKOUT_SECONDS"]
@@ -583,4 +609,8 @@ def _public_url(path: str) -> str:
 
 
 def _twiml(response: VoiceResponse) -> Response:
-    return Response(response.to_xml(), status=200, mimetype="text/xml")
+    return _xml(response.to_xml())
+
+
+def _xml(answer: str) -> Response:
+    return Response(answer, status=200, mimetype="text/xml")

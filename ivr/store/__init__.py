@@ -53,7 +53,7 @@ from ivr.store.rooms import (
     ParticipantRow,
     RoomStore,
 )
-from ivr.store.webhooks import SeenBefore, WebhookStore
+from ivr.store.webhooks import KeptAnswer, SeenBefore, WebhookStore
 
 
 class Store(
@@ -104,6 +104,7 @@ __all__ = [
     "SendStatus",
     "SignInGuard",
     "SeenBefore",
+    "KeptAnswer",
     "Store",
     "utcnow",
 ]

@@ -11,6 +11,7 @@ from sqlalchemy.orm import aliased
 from ivr.store.database import Database, Paged, anywhere, digits_only
 from ivr.store.guards import LOG_CALL, settle_success
 from ivr.store.models import CallLogEntry, CallNote, CodeSend, Outcome
+from ivr.store.webhooks import KeptAnswer, keep
 
 # Outcomes after which a call is still waiting for the caller's digits.
 _AT_THE_PROMPT = {Outcome.CODE_SENT, Outcome.WRONG_CODE}
@@ -56,12 +57,15 @@ class CallLogStore(Database):
         with self._writing() as connection:
             connection.execute(LOG_CALL, note.row(outcome))
 
-    def record_join(self, outcome: Outcome, note: CallNote) -> None:
-        """Log a caller let in by a claimed check, and settle the claim as a success."""
+    def record_join(
+        self, outcome: Outcome, note: CallNote, answer: KeptAnswer | None = None
+    ) -> None:
+        """Log a caller let in by a claimed check, settle the claim as a success, keep `answer`."""
         with self._writing() as connection:
             if note.phone:
                 settle_success(connection, note.phone)
             connection.execute(LOG_CALL, note.row(outcome))
+            keep(connection, answer)
 
     def log_hang_up(self, call_sid: str, phone: str | None) -> CallNote | None:
         """Log "hung up" for a call that ended at the code prompt; return the row's note if so.

@@ -35,6 +35,7 @@ from ivr.store.models import (
     SendStatus,
     utcnow,
 )
+from ivr.store.webhooks import KeptAnswer, keep
 
 HOUR = timedelta(hours=1)
 
@@ -225,12 +226,19 @@ class GuardStore(Database):
         return sorted(found.values(), key=lambda lockout: (lockout.locked_until, lockout.phone))
 
     def reserve_send(
-        self, phone: str, per_hour: int, note: CallNote | None = None, *, purpose: str = LINE
+        self,
+        phone: str,
+        per_hour: int,
+        note: CallNote | None = None,
+        *,
+        purpose: str = LINE,
+        answer: KeptAnswer | None = None,
     ) -> int | None:
         """Record a code send unless `per_hour` went out for `purpose` in the last hour.
 
         Return the send's id. With a `note`, the send belongs to that call and the call log
-        says "code sent" in the same transaction. The number's guard row for the purpose (a key
+        says "code sent" in the same transaction, and a webhook's `answer` is kept in it if the
+        send is reserved. The number's guard row for the purpose (a key
         of LOCKOUT_KINDS) is locked first, so concurrent sends on any instance queue up behind
         each other and the cap cannot be overshot.
         """
@@ -247,6 +255,7 @@ class GuardStore(Database):
             send_id = connection.execute(_NEW_SEND, send).scalar_one()
             if note is not None:
                 connection.execute(LOG_CALL, note.row(Outcome.CODE_SENT))
+            keep(connection, answer)
             return send_id
 
     def send_done(self, send_id: int) -> None:

@@ -41,6 +41,24 @@ class SeenBefore:
     answer: str | None
 
 
+@dataclass(frozen=True)
+class KeptAnswer:
+    """The answer to a claimed request, kept in the same transaction as the change it reports.
+
+    One commit instead of two on the webhook path: the retry that finds the answer also finds
+    the change (a send reserved, a join recorded), never one without the other.
+    """
+
+    token: str
+    answer: str
+
+
+def keep(connection, kept: KeptAnswer | None) -> None:
+    """Keep `kept` inside the caller's transaction (nothing if the request claimed no token)."""
+    if kept is not None:
+        connection.execute(_KEEP, {"the_token": kept.token, "answer": kept.answer})
+
+
 class WebhookStore(Database):
     """Claims of webhook requests by idempotency token, and the answers given to them."""
 
@@ -68,4 +86,4 @@ class WebhookStore(Database):
     def keep_answer(self, token: str, answer: str) -> None:
         """Keep the answer given to the request that claimed `token`, for its retries."""
         with self._writing() as connection:
-            connection.execute(_KEEP, {"the_token": token, "answer": answer})
+            keep(connection, KeptAnswer(token, answer))
