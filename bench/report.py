@@ -8,7 +8,7 @@ import re
 import subprocess
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,25 @@ class Burst:
     load_before: float = 0.0
     others_cpu_share: float = 0.0
     database_cpu_seconds: float = 0.0
+    # When the burst started and ended (time.time()), and each webhook request's CPU seconds
+    # on its request thread, by path (bench/cpu_meter.py).
+    window: tuple[float, float] = (0.0, 0.0)
+    webhook_cpu: dict[str, list[float]] = field(default_factory=dict)
+
+
+def webhook_cpu(folder: Path, start: float, end: float) -> dict[str, list[float]]:
+    """Return the CPU seconds of each request that started between `start` and `end`, by path,
+    from the lines bench/cpu_meter.py's workers wrote."""
+    by_path: dict[str, list[float]] = {}
+    for file in folder.glob("*.txt"):
+        for line in file.read_text().splitlines():
+            fields = line.split(" ")
+            if len(fields) != 3:
+                continue  # the last line of a worker killed while writing it
+            started, path, cpu = float(fields[0]), fields[1], float(fields[2])
+            if start <= started <= end:
+                by_path.setdefault(path, []).append(cpu)
+    return by_path
 
 
 def summarize(bursts: Sequence[Burst]) -> dict[str, Any]:
@@ -94,8 +113,16 @@ def summarize(bursts: Sequence[Burst]) -> dict[str, Any]:
         if results
         else None,
         "provider_requests": dict(provider),
+        "voice_cpu_ms": _mean_cpu_ms(bursts, "/voice"),
+        "gather_cpu_ms": _mean_cpu_ms(bursts, "/gather"),
         "repeats": [_one_repeat(b) for b in bursts],
     }
+
+
+def _mean_cpu_ms(bursts: Sequence[Burst], path: str) -> float | None:
+    """Return the mean CPU of one `path` request on its request thread, in milliseconds."""
+    seconds = [cpu for burst in bursts for cpu in burst.webhook_cpu.get(path, [])]
+    return 1000 * sum(seconds) / len(seconds) if seconds else None
 
 
 def _one_repeat(burst: Burst) -> dict[str, Any]:
@@ -148,8 +175,24 @@ ROWS: list[tuple[str, Any]] = [
     ("burst wall time", lambda s: f"{s['wall_seconds']:.2f} s"),
     ("server RSS idle / peak", lambda s: f"{s['idle_rss_mb']:.0f} / {s['peak_rss_mb']:.0f} MB"),
     ("server CPU / call", lambda s: _num(s["cpu_ms_per_call"], ".1f") + " ms"),
+    ("  CPU / /voice request", lambda s: _num(s.get("voice_cpu_ms"), ".2f") + " ms"),
+    ("  CPU / /gather request", lambda s: _num(s.get("gather_cpu_ms"), ".2f") + " ms"),
+    ("  CPU / call elsewhere", lambda s: _num(_elsewhere(s), ".1f") + " ms"),
     ("database CPU / call", lambda s: _num(s.get("database_cpu_ms_per_call"), ".1f") + " ms"),
 ]
+
+
+def _elsewhere(summary: dict[str, Any]) -> float | None:
+    """Server CPU per call not spent on the two webhooks' request threads: gunicorn reading
+    and writing requests, the line's code senders, and anything else in the processes."""
+    parts = (
+        summary.get("cpu_ms_per_call"),
+        summary.get("voice_cpu_ms"),
+        summary.get("gather_cpu_ms"),
+    )
+    if any(part is None for part in parts):
+        return None
+    return parts[0] - parts[1] - parts[2]
 
 
 def phase_table(project: dict[str, Any], floor: dict[str, Any] | None) -> str:

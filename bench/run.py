@@ -58,6 +58,7 @@ from bench.servers import (  # noqa: E402
     database_pids,
     floor_command,
     machine_busy_seconds,
+    metered_command,
     procfile_command,
     rss_bytes,
     run_flask,
@@ -277,7 +278,7 @@ class Bench:
         self.children = children
         self.tmp = tmp
         self.out = out
-        self.web = procfile_command("web")
+        self.web = metered_command(procfile_command("web"))
         self.floor_web = floor_command(self.web)
         self.fake: Fake | None = None
         self.databases = 0
@@ -397,6 +398,10 @@ class Bench:
         assert self.fake is not None
         servers: list[Server] = []
         stamp = time.strftime("%H%M%S")
+        meter = self.tmp / f"cpu-{label}-{stamp}"
+        shutil.rmtree(meter, ignore_errors=True)
+        meter.mkdir()
+        env = {**env, "BENCH_CPU_DIR": str(meter)}
         try:
             for index in range(args.servers):
                 server_env = {**env, "PORT": str(_free_port())}
@@ -421,6 +426,7 @@ class Bench:
         finally:
             for server in servers:
                 stop_server(self.children, server)
+        burst.webhook_cpu = report.webhook_cpu(meter, *burst.window)
         failed = [r.error for r in burst.results if not r.joined]
         if failed:
             print(f"  {len(failed)} calls failed, e.g. {failed[0]}")
@@ -480,10 +486,12 @@ class Bench:
             ours_before = process_time() + cpu_seconds(helpers)
             database_before = cpu_seconds(database_pids())
             machine_before = machine_busy_seconds()
+            window_start = time.time()
             try:
                 with MemorySampler(servers) as memory:
                     results, wall = await twilio.burst(callers.burst, args.concurrency)
             finally:
+                window = (window_start, time.time())
                 cpu = sum(cpu_seconds(s.pids()) for s in servers) - cpu_before
                 # Connections opened during the burst fork new PostgreSQL backends: count them.
                 helpers += [pid for pid in database_pids() if pid not in helpers]
@@ -505,6 +513,7 @@ class Bench:
                 load,
                 max(0.0, others) / (wall * cpus),
                 database_cpu,
+                window=window,
             )
             guard: list[Check] = []
             if checks and args.metrics == "on":

@@ -22,6 +22,8 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 APP_TARGET = "'ivr:create_app()'"
 FLOOR_TARGET = "'bench.floor:create_app()'"
+GUNICORN_CONFIG = "-c python:gunicorn_config"
+METERED_CONFIG = "-c python:bench.cpu_meter"
 PAGE_KB = 1024
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 SHELLS = {"sh", "dash", "bash"}
@@ -48,6 +50,17 @@ def floor_command(web_command: str) -> str:
             f"can be served the same way; it is: {web_command}"
         )
     return web_command.replace(APP_TARGET, FLOOR_TARGET)
+
+
+def metered_command(web_command: str) -> str:
+    """Return the web command with bench/cpu_meter.py's settings: gunicorn_config's, plus CPU
+    time per webhook. Nothing else changes."""
+    if web_command.count(GUNICORN_CONFIG) != 1:
+        raise BenchError(
+            f"the Procfile's web command must load its settings once as {GUNICORN_CONFIG} so "
+            f"the benchmark can add its CPU meter; it is: {web_command}"
+        )
+    return web_command.replace(GUNICORN_CONFIG, METERED_CONFIG)
 
 
 class Children:

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import phonenumbers
+
+# Every webhook parses its From and To: the line's own number every time, and each caller's
+# twice or more in a call. Parsing is ~25 us of CPU; a cache of the last numbers seen makes
+# most of them a look-up. Long text is not kept (no number is that long).
+PARSED_NUMBERS = 4096
+LONGEST_CACHED = 40
 
 # What Twilio puts in From when the caller hides their number: "+266696687" spells ANONYMOUS on
 # a keypad; carriers also pass words through.
@@ -21,6 +29,12 @@ WITHHELD_CALLER_IDS = {
 
 def parse_phone(raw: str) -> str | None:
     """Return `raw` as an E.164 number, or None if it is not a valid international number."""
+    if len(raw) > LONGEST_CACHED:
+        return _parse_phone(raw)
+    return _cached_parse_phone(raw)
+
+
+def _parse_phone(raw: str) -> str | None:
     text = raw.strip()
     if not text.startswith("+"):
         return None
@@ -31,6 +45,9 @@ def parse_phone(raw: str) -> str | None:
     if not phonenumbers.is_valid_number(number):
         return None
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+_cached_parse_phone = lru_cache(maxsize=PARSED_NUMBERS)(_parse_phone)
 
 
 def is_withheld(raw: str | None) -> bool:

@@ -54,7 +54,7 @@ class CallLogStore(Database):
     """The call log."""
 
     def log_call(self, outcome: Outcome, note: CallNote) -> None:
-        with self._writing() as connection:
+        with self._writing_alone() as connection:
             connection.execute(LOG_CALL, note.row(outcome))
 
     def record_join(

@@ -43,11 +43,36 @@ class Database:
         # 100 ms; a lock queues this process's writers without them. PostgreSQL locks rows.
         self._write_lock = threading.Lock() if url.startswith("sqlite") else nullcontext()
         self.dialect = self.engine.dialect.name
+        # On PostgreSQL the webhook path's single statements run in autocommit mode: each is
+        # atomic on its own, and takes one round trip instead of three (BEGIN, the statement,
+        # COMMIT or ROLLBACK). Same pool; only the checkout's mode differs. SQLite has no round
+        # trips, and switching modes there costs more than it saves.
+        self._autocommit = (
+            None
+            if self.dialect == "sqlite"
+            else self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        )
 
     @contextmanager
     def _writing(self) -> Iterator[Connection]:
         """Open a write transaction on the webhook path."""
         with self._write_lock, self.engine.begin() as connection:
+            yield connection
+
+    @contextmanager
+    def _writing_alone(self) -> Iterator[Connection]:
+        """Open a connection for one write statement on the webhook path, committed by itself."""
+        if self._autocommit is None:
+            with self._writing() as connection:
+                yield connection
+        else:
+            with self._autocommit.connect() as connection:
+                yield connection
+
+    @contextmanager
+    def _reading(self) -> Iterator[Connection]:
+        """Open a connection for reads on the webhook path, each statement on its own."""
+        with (self._autocommit or self.engine).connect() as connection:
             yield connection
 
     def upgrade_schema(self, revision: str = "head") -> schema.Upgrade:
@@ -187,4 +212,5 @@ def _sqlite_pragmas(connection, _record) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     # Under WAL this stays consistent; only a power cut can lose the last commits.
     cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA mmap_size=268435456")
     cursor.close()

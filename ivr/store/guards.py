@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import (
+    DateTime,
     Select,
+    String,
     Update,
     and_,
     bindparam,
@@ -14,6 +17,7 @@ from sqlalchemy import (
     delete,
     func,
     insert,
+    literal,
     or_,
     select,
     update,
@@ -126,13 +130,38 @@ _GUARD_STATEMENTS = {
 
 _sends = CodeSend.__table__
 _SENDS_OF = and_(_sends.c.phone == bindparam("phone"), _sends.c.purpose == bindparam("purpose"))
-_FORGET_OLD_SENDS = delete(_sends).where(_SENDS_OF, _sends.c.sent_at <= bindparam("hour_ago"))
-_COUNT_SENDS = select(func.count()).select_from(_sends).where(_SENDS_OF)
-_NEW_SEND = (
-    insert(_sends)
-    .values(status=SendStatus.STARTED.value, sent_at=bindparam("now"))
-    .returning(_sends.c.id)
-)
+# Sends older than an hour no longer count; they are swept by about one reservation in this many.
+SWEEP_SENDS_EVERY = 200
+_FORGET_OLD_SENDS = delete(_sends).where(_sends.c.sent_at <= bindparam("hour_ago"))
+
+
+def _new_send_under_cap():
+    """Insert a started send unless `per_hour` sends for the number and purpose are recent.
+
+    Counting and inserting are one statement (returning the new id, or no row at the cap);
+    the caller holds the number's guard row lock, so no other reservation counts in between.
+    """
+    recent = (
+        select(func.count())
+        .select_from(_sends)
+        .where(_SENDS_OF, _sends.c.sent_at > bindparam("hour_ago"))
+        .scalar_subquery()
+    )
+    values = select(
+        bindparam("phone", type_=String()),
+        bindparam("purpose", type_=String()),
+        bindparam("call_sid", type_=String()),
+        bindparam("now", type_=DateTime()),
+        literal(SendStatus.STARTED.value, String()),
+    ).where(recent < bindparam("per_hour"))
+    return (
+        insert(_sends)
+        .from_select(["phone", "purpose", "call_sid", "sent_at", "status"], values)
+        .returning(_sends.c.id)
+    )
+
+
+_NEW_SEND = _new_send_under_cap()
 _SEND_DONE = (
     update(_sends)
     .where(_sends.c.id == bindparam("send_id"), _sends.c.status == SendStatus.STARTED.value)
@@ -146,7 +175,7 @@ class GuardStore(Database):
 
     def locked_until(self, phone: str, guard: Guard = NumberGuard) -> datetime | None:
         """Return when the number's lockout ends, or None if it is not locked now."""
-        with self.engine.connect() as connection:
+        with self._reading() as connection:
             until = connection.scalar(select(guard.locked_until).where(guard.phone == phone))
         return until if until is not None and until > utcnow() else None
 
@@ -162,7 +191,7 @@ class GuardStore(Database):
         """
         claim = _GUARD_STATEMENTS[guard]["claim"][self.dialect]
         values = {"phone": phone, "max_attempts": max_attempts, "now": utcnow()}
-        with self._writing() as connection:
+        with self._writing_alone() as connection:
             return connection.execute(claim, values).scalar_one_or_none()
 
     def fail_attempt(
@@ -177,23 +206,23 @@ class GuardStore(Database):
         statements = _GUARD_STATEMENTS[guard]
         if attempt < max_attempts:
             # The claim already counts as a failure; it is no longer in flight.
-            with self._writing() as connection:
+            with self._writing_alone() as connection:
                 connection.execute(statements["settled_failure"], {"the_phone": phone})
             return None
         until = utcnow() + timedelta(seconds=lockout_seconds)
-        with self._writing() as connection:
+        with self._writing_alone() as connection:
             # A lockout ends the window: a fresh count for when it ends.
             connection.execute(statements["lock"], {"the_phone": phone, "until": until})
         return until
 
     def succeed_attempt(self, phone: str, guard: Guard = NumberGuard) -> None:
         """Settle a claimed check that succeeded (see `_success`)."""
-        with self._writing() as connection:
+        with self._writing_alone() as connection:
             settle_success(connection, phone, guard)
 
     def give_back_attempt(self, phone: str, guard: Guard = NumberGuard) -> None:
         """Return a claimed attempt whose code was never checked (the provider failed)."""
-        with self._writing() as connection:
+        with self._writing_alone() as connection:
             connection.execute(_GUARD_STATEMENTS[guard]["give_back"], {"the_phone": phone})
 
     def unlock(self, phone: str, guard: Guard = NumberGuard) -> bool:
@@ -244,15 +273,21 @@ class GuardStore(Database):
         """
         now = utcnow()
         lock_row = _GUARD_STATEMENTS[LOCKOUT_KINDS[purpose]]["lock_row"][self.dialect]
-        these_sends = {"phone": phone, "purpose": purpose}
+        send = {
+            "phone": phone,
+            "purpose": purpose,
+            "call_sid": note.call_sid if note else None,
+            "now": now,
+            "hour_ago": now - HOUR,
+            "per_hour": per_hour,
+        }
         with self._writing() as connection:
             connection.execute(lock_row, {"phone": phone})
-            connection.execute(_FORGET_OLD_SENDS, {**these_sends, "hour_ago": now - HOUR})
-            if connection.scalar(_COUNT_SENDS, these_sends) >= per_hour:
+            if random.randrange(SWEEP_SENDS_EVERY) == 0:
+                connection.execute(_FORGET_OLD_SENDS, {"hour_ago": now - HOUR})
+            send_id = connection.execute(_NEW_SEND, send).scalar_one_or_none()
+            if send_id is None:
                 return None
-            call_sid = note.call_sid if note else None
-            send = {**these_sends, "now": now, "call_sid": call_sid}
-            send_id = connection.execute(_NEW_SEND, send).scalar_one()
             if note is not None:
                 connection.execute(LOG_CALL, note.row(Outcome.CODE_SENT))
             keep(connection, answer)
@@ -260,7 +295,7 @@ class GuardStore(Database):
 
     def send_done(self, send_id: int) -> None:
         """Record that the provider took a send (what tells a slow send from a stuck one)."""
-        with self._writing() as connection:
+        with self._writing_alone() as connection:
             connection.execute(_SEND_DONE, {"send_id": send_id})
 
     def send_failed(
@@ -291,7 +326,7 @@ class GuardStore(Database):
     def send_status(self, call_sid: str, stuck_before: datetime | None = None) -> SendStatus | None:
         """Return how the call's latest code send went, if it had one (see `latest_send`)."""
         stuck = {"call_sid": call_sid, "stuck_before": stuck_before or NEVER}
-        with self.engine.connect() as connection:
+        with self._reading() as connection:
             status = connection.scalar(LATEST_SEND, stuck)
         return SendStatus(status) if status else None
 
@@ -307,12 +342,12 @@ class GuardStore(Database):
                 set_={"code_hash": code_hash, "expires_at": expires_at},
             )
         )
-        with self._writing() as connection:
+        with self._writing_alone() as connection:
             connection.execute(stmt)
 
     def pending_code(self, phone: str, purpose: str = LINE) -> tuple[str, datetime] | None:
         """Return the number's stored code hash and expiry for `purpose`, if any."""
-        with self.engine.connect() as connection:
+        with self._reading() as connection:
             row = connection.execute(
                 select(OneTimeCode.code_hash, OneTimeCode.expires_at).where(
                     OneTimeCode.phone == phone, OneTimeCode.purpose == purpose
@@ -322,7 +357,7 @@ class GuardStore(Database):
 
     def consume_code(self, phone: str, code_hash: str, purpose: str = LINE) -> bool:
         """Delete the number's code for `purpose` if it is still this one; one caller wins."""
-        with self._writing() as connection:
+        with self._writing_alone() as connection:
             result = connection.execute(
                 delete(OneTimeCode).where(
                     OneTimeCode.phone == phone,

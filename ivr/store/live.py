@@ -149,7 +149,7 @@ class LiveStore(Database):
 
     def live_labels(self, room: str) -> set[str]:
         """Return the participant labels in the room's conference now."""
-        with self.engine.connect() as connection:
+        with self._reading() as connection:
             return set(connection.scalars(_LIVE_LABELS, {"room": room}))
 
     def announced_caller(self, call_sid: str) -> AnnouncedCaller | None:

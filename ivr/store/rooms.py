@@ -298,7 +298,7 @@ class RoomStore(Database):
             "call_sid": call_sid,
             "stuck_before": stuck_before or NEVER,
         }
-        with self.engine.connect() as connection:
+        with self._reading() as connection:
             row = connection.execute(_CALLER_AT_LINE, values).first()
         if row is None:
             return None

@@ -65,11 +65,11 @@ class WebhookStore(Database):
     def claim_webhook(self, token: str, path: str) -> SeenBefore | None:
         """Claim `token` for this request; return None if it is new, else what it got before.
 
-        One insert that only one request (on any instance) can win; the others read the
-        winner's answer.
+        One insert that only one request (on any instance) can win, committed at once; the
+        others read the winner's answer.
         """
         now = utcnow()
-        with self._writing() as connection:
+        with self._writing_alone() as connection:
             if random.randrange(SWEEP_EVERY) == 0:
                 connection.execute(_SWEEP, {"before": now - KEEP_ANSWERS})
             claim = {"token": token, "path": path, "at": now}
@@ -80,10 +80,10 @@ class WebhookStore(Database):
 
     def answer_of(self, token: str) -> str | None:
         """Return the answer kept for `token`, if it has one yet."""
-        with self.engine.connect() as connection:
+        with self._reading() as connection:
             return connection.scalar(_ANSWER_OF, {"token": token})
 
     def keep_answer(self, token: str, answer: str) -> None:
         """Keep the answer given to the request that claimed `token`, for its retries."""
-        with self._writing() as connection:
+        with self._writing_alone() as connection:
             keep(connection, KeptAnswer(token, answer))
