@@ -28,6 +28,7 @@ from ivr.services import services
 from ivr.signature import is_signed_by_twilio
 from ivr.store import (
     CallerAtLine,
+    CallerLookup,
     CallNote,
     CodeBy,
     KeptAnswer,
@@ -93,7 +94,15 @@ def answer_retries_once() -> Response | None:
     token = request.headers.get(IDEMPOTENCY_HEADER, "")
     if not token or len(token) > MAX_TOKEN_LENGTH:
         return None
-    seen = services().store.claim_webhook(token, request.path)
+    store = services().store
+    lookup = _caller_to_find()
+    if lookup is None:
+        seen = store.claim_webhook(token, request.path)
+    else:
+        # The view's first question, answered in the same trip to the database as the claim.
+        seen, caller = store.claim_webhook_finding(token, request.path, lookup)
+        if seen is None:
+            g.caller_found = (lookup, caller)
     if seen is None:
         g.webhook_token = token
         return None
@@ -115,6 +124,21 @@ def keep_the_answer(response: Response) -> Response:
         except Exception:  # the caller's answer goes out; a retry then hears the apology
             log.exception("could not keep the answer for a webhook retry")
     return response
+
+
+def _caller_to_find() -> CallerLookup | None:
+    """Return whom this request's view will look up first, if it is /voice or a /gather with
+    digits from a usable caller ID; None if it looks up no one, or not first."""
+    if request.endpoint != "voice.voice" and (
+        request.endpoint != "voice.gather" or "Digits" not in request.form
+    ):
+        return None
+    call = _Call.from_request()
+    return None if call.phone is None else call.lookup()
+
+
+def _same_call(lookup: CallerLookup, call: _Call) -> bool:
+    return (lookup.phone, lookup.line, lookup.call_sid) == (call.phone, call.line, call.call_sid)
 
 
 def _kept_with_change(answer: str) -> KeptAnswer | None:
@@ -408,11 +432,21 @@ class _Call:
         form = request.form
         return cls(form.get("From"), form.get("To"), form.get("CallSid"))
 
+    def lookup(self) -> CallerLookup:
+        return CallerLookup(self.phone, self.line, self.call_sid, _stuck_before())
+
     def caller_at_line(self) -> CallerAtLine | None:
-        """Return who the caller is on the dialled line; name its room in the log lines."""
-        caller = services().store.caller_at_line(
-            self.phone, self.line, self.call_sid, _stuck_before()
-        )
+        """Return who the caller is on the dialled line; name its room in the log lines.
+
+        The first time in a request, the caller found with the webhook's claim (if it was).
+        """
+        found = g.pop("caller_found", None)
+        if found is not None and _same_call(found[0], self):
+            caller = found[1]
+        else:
+            caller = services().store.caller_at_line(
+                self.phone, self.line, self.call_sid, _stuck_before()
+            )
         if caller is not None:
             name_room(caller.room)
         return caller

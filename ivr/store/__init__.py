@@ -48,6 +48,7 @@ from ivr.store.models import (
 from ivr.store.rooms import (
     MEETING_SETTINGS,
     CallerAtLine,
+    CallerLookup,
     Conflict,
     NotEnrolled,
     ParticipantRow,
@@ -83,6 +84,7 @@ __all__ = [
     "CallLogEntry",
     "CallNote",
     "CallerAtLine",
+    "CallerLookup",
     "CallsPage",
     "CallSummary",
     "CodeBy",

@@ -55,7 +55,7 @@ class CallLogStore(Database):
 
     def log_call(self, outcome: Outcome, note: CallNote) -> None:
         with self._writing_alone() as connection:
-            connection.execute(LOG_CALL, note.row(outcome))
+            LOG_CALL.run(connection, note.row(outcome))
 
     def record_join(
         self, outcome: Outcome, note: CallNote, answer: KeptAnswer | None = None
@@ -64,7 +64,7 @@ class CallLogStore(Database):
         with self._writing() as connection:
             if note.phone:
                 settle_success(connection, note.phone)
-            connection.execute(LOG_CALL, note.row(outcome))
+            LOG_CALL.run(connection, note.row(outcome))
             keep(connection, answer)
 
     def log_hang_up(self, call_sid: str, phone: str | None) -> CallNote | None:

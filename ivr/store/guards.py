@@ -10,7 +10,6 @@ from sqlalchemy import (
     DateTime,
     Select,
     String,
-    Update,
     and_,
     bindparam,
     case,
@@ -23,7 +22,7 @@ from sqlalchemy import (
     update,
 )
 
-from ivr.store.database import Database, per_dialect
+from ivr.store.database import Database, Prepared
 from ivr.store.models import (
     LINE,
     LOCKOUT_KINDS,
@@ -59,10 +58,10 @@ NEVER = datetime(1970, 1, 1)
 def _claim_attempt(guard: Guard):
     """The statement behind `claim_attempt`, built once per dialect and guard."""
     table = guard.__table__
-    return per_dialect(
+    return Prepared(
         lambda insert: (
             insert(table)
-            .values(failures=1, checking=1, locked_until=None)
+            .values(phone=bindparam("phone"), failures=1, checking=1, locked_until=None)
             .on_conflict_do_update(
                 index_elements=[table.c.phone],
                 set_={"failures": table.c.failures + 1, "checking": table.c.checking + 1},
@@ -79,10 +78,10 @@ def _claim_attempt(guard: Guard):
 def _lock_row(guard: Guard):
     """An upsert that changes nothing but locks the number's guard row until commit."""
     table = guard.__table__
-    return per_dialect(
+    return Prepared(
         lambda insert: (
             insert(table)
-            .values(failures=0)
+            .values(phone=bindparam("phone"), failures=0, checking=0, locked_until=None)
             .on_conflict_do_update(
                 index_elements=[table.c.phone], set_={"failures": table.c.failures}
             )
@@ -90,16 +89,16 @@ def _lock_row(guard: Guard):
     )
 
 
-def _guard_update(guard: Guard, **values) -> Update:
+def _guard_update(guard: Guard, **values) -> Prepared:
     table = guard.__table__
-    return update(table).where(table.c.phone == bindparam("the_phone")).values(**values)
+    return Prepared(update(table).where(table.c.phone == bindparam("the_phone")).values(**values))
 
 
 def _one_less(column):
     return case((column > 0, column - 1), else_=0)
 
 
-def _success(guard: Guard) -> Update:
+def _success(guard: Guard) -> Prepared:
     """A success ends the window and clears the failures - unless other checks of the number are
     still in flight (a burst of guesses with the right code among them): then the count stays,
     so the burst still gets no more than its `max_attempts` checks.
@@ -132,7 +131,7 @@ _sends = CodeSend.__table__
 _SENDS_OF = and_(_sends.c.phone == bindparam("phone"), _sends.c.purpose == bindparam("purpose"))
 # Sends older than an hour no longer count; they are swept by about one reservation in this many.
 SWEEP_SENDS_EVERY = 200
-_FORGET_OLD_SENDS = delete(_sends).where(_sends.c.sent_at <= bindparam("hour_ago"))
+_FORGET_OLD_SENDS = Prepared(delete(_sends).where(_sends.c.sent_at <= bindparam("hour_ago")))
 
 
 def _new_send_under_cap():
@@ -154,7 +153,7 @@ def _new_send_under_cap():
         bindparam("now", type_=DateTime()),
         literal(SendStatus.STARTED.value, String()),
     ).where(recent < bindparam("per_hour"))
-    return (
+    return Prepared(
         insert(_sends)
         .from_select(["phone", "purpose", "call_sid", "sent_at", "status"], values)
         .returning(_sends.c.id)
@@ -162,12 +161,16 @@ def _new_send_under_cap():
 
 
 _NEW_SEND = _new_send_under_cap()
-_SEND_DONE = (
+_SEND_DONE = Prepared(
     update(_sends)
     .where(_sends.c.id == bindparam("send_id"), _sends.c.status == SendStatus.STARTED.value)
     .values(status=SendStatus.SENT.value)
 )
-LOG_CALL = insert(CallLogEntry.__table__)
+LOG_CALL = Prepared(
+    insert(CallLogEntry.__table__).values(
+        {name: bindparam(name) for name in ("at", "call_sid", "phone", "name", "room", "outcome")}
+    )
+)
 
 
 class GuardStore(Database):
@@ -189,10 +192,9 @@ class GuardStore(Database):
         claimed in a window, which a lockout or a success ends. Settle every claim with
         `fail_attempt`, `succeed_attempt` (or `record_join`) or `give_back_attempt`.
         """
-        claim = _GUARD_STATEMENTS[guard]["claim"][self.dialect]
         values = {"phone": phone, "max_attempts": max_attempts, "now": utcnow()}
         with self._writing_alone() as connection:
-            return connection.execute(claim, values).scalar_one_or_none()
+            return _GUARD_STATEMENTS[guard]["claim"].run(connection, values).scalar()
 
     def fail_attempt(
         self,
@@ -207,12 +209,12 @@ class GuardStore(Database):
         if attempt < max_attempts:
             # The claim already counts as a failure; it is no longer in flight.
             with self._writing_alone() as connection:
-                connection.execute(statements["settled_failure"], {"the_phone": phone})
+                statements["settled_failure"].run(connection, {"the_phone": phone})
             return None
         until = utcnow() + timedelta(seconds=lockout_seconds)
         with self._writing_alone() as connection:
             # A lockout ends the window: a fresh count for when it ends.
-            connection.execute(statements["lock"], {"the_phone": phone, "until": until})
+            statements["lock"].run(connection, {"the_phone": phone, "until": until})
         return until
 
     def succeed_attempt(self, phone: str, guard: Guard = NumberGuard) -> None:
@@ -223,7 +225,7 @@ class GuardStore(Database):
     def give_back_attempt(self, phone: str, guard: Guard = NumberGuard) -> None:
         """Return a claimed attempt whose code was never checked (the provider failed)."""
         with self._writing_alone() as connection:
-            connection.execute(_GUARD_STATEMENTS[guard]["give_back"], {"the_phone": phone})
+            _GUARD_STATEMENTS[guard]["give_back"].run(connection, {"the_phone": phone})
 
     def unlock(self, phone: str, guard: Guard = NumberGuard) -> bool:
         """End a number's lockout and forget its failures; return whether it was locked."""
@@ -272,7 +274,7 @@ class GuardStore(Database):
         each other and the cap cannot be overshot.
         """
         now = utcnow()
-        lock_row = _GUARD_STATEMENTS[LOCKOUT_KINDS[purpose]]["lock_row"][self.dialect]
+        lock_row = _GUARD_STATEMENTS[LOCKOUT_KINDS[purpose]]["lock_row"]
         send = {
             "phone": phone,
             "purpose": purpose,
@@ -282,21 +284,21 @@ class GuardStore(Database):
             "per_hour": per_hour,
         }
         with self._writing() as connection:
-            connection.execute(lock_row, {"phone": phone})
+            lock_row.run(connection, {"phone": phone})
             if random.randrange(SWEEP_SENDS_EVERY) == 0:
-                connection.execute(_FORGET_OLD_SENDS, {"hour_ago": now - HOUR})
-            send_id = connection.execute(_NEW_SEND, send).scalar_one_or_none()
+                _FORGET_OLD_SENDS.run(connection, {"hour_ago": now - HOUR})
+            send_id = _NEW_SEND.run(connection, send).scalar()
             if send_id is None:
                 return None
             if note is not None:
-                connection.execute(LOG_CALL, note.row(Outcome.CODE_SENT))
+                LOG_CALL.run(connection, note.row(Outcome.CODE_SENT))
             keep(connection, answer)
             return send_id
 
     def send_done(self, send_id: int) -> None:
         """Record that the provider took a send (what tells a slow send from a stuck one)."""
         with self._writing_alone() as connection:
-            connection.execute(_SEND_DONE, {"send_id": send_id})
+            _SEND_DONE.run(connection, {"send_id": send_id})
 
     def send_failed(
         self, send_id: int, status: SendStatus, outcome: Outcome, note: CallNote
@@ -327,7 +329,7 @@ class GuardStore(Database):
         """Return how the call's latest code send went, if it had one (see `latest_send`)."""
         stuck = {"call_sid": call_sid, "stuck_before": stuck_before or NEVER}
         with self._reading() as connection:
-            status = connection.scalar(LATEST_SEND, stuck)
+            status = _LATEST_SEND.run(connection, stuck).scalar()
         return SendStatus(status) if status else None
 
     def put_code(
@@ -371,7 +373,7 @@ class GuardStore(Database):
 
 def settle_success(connection, phone: str, guard: Guard = NumberGuard) -> None:
     """Settle a successful claimed check inside the caller's transaction (see `_success`)."""
-    connection.execute(_GUARD_STATEMENTS[guard]["success"], {"the_phone": phone})
+    _GUARD_STATEMENTS[guard]["success"].run(connection, {"the_phone": phone})
 
 
 def _latest_send() -> Select:
@@ -394,3 +396,4 @@ def _latest_send() -> Select:
 
 
 LATEST_SEND = _latest_send()
+_LATEST_SEND = Prepared(LATEST_SEND)

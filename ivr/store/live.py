@@ -6,7 +6,7 @@ from dataclasses import dataclass, replace
 
 from sqlalchemy import Connection, bindparam, delete, exists, func, insert, select, update
 
-from ivr.store.database import Database
+from ivr.store.database import Database, Prepared
 from ivr.store.models import CallLogEntry, ConferenceMember, Outcome, Room, utcnow
 
 _JOINED = (Outcome.JOINED_MODERATOR, Outcome.JOINED_PARTICIPANT)
@@ -30,10 +30,12 @@ class AnnouncedCaller:
     present: bool = False
 
 
-_LIVE_LABELS = select(ConferenceMember.label).where(
-    ConferenceMember.room == bindparam("room"),
-    ConferenceMember.label.is_not(None),
-    ConferenceMember.left_at.is_(None),
+_LIVE_LABELS = Prepared(
+    select(ConferenceMember.label).where(
+        ConferenceMember.room == bindparam("room"),
+        ConferenceMember.label.is_not(None),
+        ConferenceMember.left_at.is_(None),
+    )
 )
 
 
@@ -150,7 +152,7 @@ class LiveStore(Database):
     def live_labels(self, room: str) -> set[str]:
         """Return the participant labels in the room's conference now."""
         with self._reading() as connection:
-            return set(connection.scalars(_LIVE_LABELS, {"room": room}))
+            return {row[0] for row in _LIVE_LABELS.run(connection, {"room": room}).rows}
 
     def announced_caller(self, call_sid: str) -> AnnouncedCaller | None:
         """Return the caller the line let in on `call_sid` (their listed name, not the number).

@@ -10,7 +10,7 @@ from datetime import datetime
 from sqlalchemy import and_, bindparam, delete, func, or_, select
 from sqlalchemy.exc import IntegrityError
 
-from ivr.store.database import Database, anywhere, digits_only
+from ivr.store.database import Database, Prepared, anywhere, digits_only
 from ivr.store.guards import LATEST_SEND, NEVER
 from ivr.store.models import (
     DEFAULT_ROOM_NAME,
@@ -21,6 +21,7 @@ from ivr.store.models import (
     Room,
     SendStatus,
 )
+from ivr.store.webhooks import SeenBefore, claim
 
 # What a room says about its meetings, apart from its name, line and music (see Room).
 MEETING_SETTINGS = frozenset(
@@ -70,7 +71,18 @@ def _caller_at_line():
     )
 
 
-_CALLER_AT_LINE = _caller_at_line()
+_CALLER_AT_LINE = Prepared(_caller_at_line())
+
+
+@dataclass(frozen=True)
+class CallerLookup:
+    """Whom `caller_at_line` looks for: a number, on a dialled line, on a call."""
+
+    phone: str
+    line: str | None
+    call_sid: str | None = None
+    # A send still unfinished at this time reads as STUCK.
+    stuck_before: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -292,29 +304,23 @@ class RoomStore(Database):
         line number. Returns None when there is no such room. A send still unfinished at
         `stuck_before` reads as STUCK.
         """
-        values = {
-            "phone": phone,
-            "line": line,
-            "call_sid": call_sid,
-            "stuck_before": stuck_before or NEVER,
-        }
         with self._reading() as connection:
-            row = connection.execute(_CALLER_AT_LINE, values).first()
-        if row is None:
-            return None
-        (room, music, name, role, locked_until, status, code_by, participant_id, secret) = row[:9]
-        return CallerAtLine(
-            room,
-            music,
-            name,
-            Role(role) if role else None,
-            locked_until,
-            SendStatus(status) if status else None,
-            CodeBy(code_by) if code_by else CodeBy.SMS,
-            participant_id,
-            secret,
-            *row[9:],
-        )
+            return _find_caller(connection, CallerLookup(phone, line, call_sid, stuck_before))
+
+    def claim_webhook_finding(
+        self, token: str, path: str, lookup: CallerLookup
+    ) -> tuple[SeenBefore | None, CallerAtLine | None]:
+        """Claim a webhook's idempotency token and find its caller, on one connection.
+
+        What /voice and /gather need before they act, in one trip to the database (one
+        transaction on SQLite; on PostgreSQL the claim commits first, as `claim_webhook`'s
+        does). A retry acts on nothing, so for one (SeenBefore) no caller is looked up.
+        """
+        with self._writing_alone() as connection:
+            seen = claim(connection, token, path)
+            if seen is not None:
+                return seen, None
+            return None, _find_caller(connection, lookup)
 
     @contextmanager
     def _unique_room(self, name: str, line_number: str | None, room_id: int | None = None):
@@ -338,6 +344,32 @@ class RoomStore(Database):
             session.add(room)
             session.flush()
         return room
+
+
+def _find_caller(connection, lookup: CallerLookup) -> CallerAtLine | None:
+    """Run the `caller_at_line` query on `connection`."""
+    values = {
+        "phone": lookup.phone,
+        "line": lookup.line,
+        "call_sid": lookup.call_sid,
+        "stuck_before": lookup.stuck_before or NEVER,
+    }
+    row = _CALLER_AT_LINE.run(connection, values).first()
+    if row is None:
+        return None
+    (room, music, name, role, locked_until, status, code_by, participant_id, secret) = row[:9]
+    return CallerAtLine(
+        room,
+        music,
+        name,
+        Role(role) if role else None,
+        locked_until,
+        SendStatus(status) if status else None,
+        CodeBy(code_by) if code_by else CodeBy.SMS,
+        participant_id,
+        secret,
+        *row[9:],
+    )
 
 
 def _set_code_by(entry: Participant, code_by: CodeBy | None) -> None:

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from sqlalchemy import bindparam, delete, select, update
 
-from ivr.store.database import Database, per_dialect
+from ivr.store.database import Database, Prepared
 from ivr.store.models import WebhookAnswer, utcnow
 
 # Twilio retries within seconds: a day outlasts any retry and keeps the table small.
@@ -17,21 +17,21 @@ KEEP_ANSWERS = timedelta(days=1)
 SWEEP_EVERY = 200
 
 _answers = WebhookAnswer.__table__
-_CLAIM = per_dialect(
+_CLAIM = Prepared(
     lambda insert: (
         insert(_answers)
-        .values(answer=None)
+        .values(token=bindparam("token"), path=bindparam("path"), answer=None, at=bindparam("at"))
         .on_conflict_do_nothing(index_elements=[_answers.c.token])
         .returning(_answers.c.token)
     )
 )
-_ANSWER_OF = select(_answers.c.answer).where(_answers.c.token == bindparam("token"))
-_KEEP = (
+_ANSWER_OF = Prepared(select(_answers.c.answer).where(_answers.c.token == bindparam("token")))
+_KEEP = Prepared(
     update(_answers)
     .where(_answers.c.token == bindparam("the_token"))
     .values(answer=bindparam("answer"))
 )
-_SWEEP = delete(_answers).where(_answers.c.at < bindparam("before"))
+_SWEEP = Prepared(delete(_answers).where(_answers.c.at < bindparam("before")))
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,17 @@ class KeptAnswer:
 def keep(connection, kept: KeptAnswer | None) -> None:
     """Keep `kept` inside the caller's transaction (nothing if the request claimed no token)."""
     if kept is not None:
-        connection.execute(_KEEP, {"the_token": kept.token, "answer": kept.answer})
+        _KEEP.run(connection, {"the_token": kept.token, "answer": kept.answer})
+
+
+def claim(connection, token: str, path: str) -> SeenBefore | None:
+    """Claim `token` inside the caller's connection (see `WebhookStore.claim_webhook`)."""
+    now = utcnow()
+    if random.randrange(SWEEP_EVERY) == 0:
+        _SWEEP.run(connection, {"before": now - KEEP_ANSWERS})
+    if _CLAIM.run(connection, {"token": token, "path": path, "at": now}).first() is not None:
+        return None
+    return SeenBefore(_ANSWER_OF.run(connection, {"token": token}).scalar())
 
 
 class WebhookStore(Database):
@@ -68,20 +78,13 @@ class WebhookStore(Database):
         One insert that only one request (on any instance) can win, committed at once; the
         others read the winner's answer.
         """
-        now = utcnow()
         with self._writing_alone() as connection:
-            if random.randrange(SWEEP_EVERY) == 0:
-                connection.execute(_SWEEP, {"before": now - KEEP_ANSWERS})
-            claim = {"token": token, "path": path, "at": now}
-            if connection.execute(_CLAIM[self.dialect], claim).first() is not None:
-                return None
-            answer = connection.scalar(_ANSWER_OF, {"token": token})
-        return SeenBefore(answer)
+            return claim(connection, token, path)
 
     def answer_of(self, token: str) -> str | None:
         """Return the answer kept for `token`, if it has one yet."""
         with self._reading() as connection:
-            return connection.scalar(_ANSWER_OF, {"token": token})
+            return _ANSWER_OF.run(connection, {"token": token}).scalar()
 
     def keep_answer(self, token: str, answer: str) -> None:
         """Keep the answer given to the request that claimed `token`, for its retries."""
