@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from gunicorn_config import *  # noqa: F403 - the Procfile's settings and hooks, unchanged
-from gunicorn_config import child_exit, on_exit, on_starting, post_worker_init  # noqa: F401
+from gunicorn_config import child_exit, on_exit, on_starting  # noqa: F401
 
 _log = None
 
