@@ -335,7 +335,7 @@ class Bench:
                 f"{args.database}, {args.repeat} repeat(s) pooled:"
             )
             print(report.phase_table(entry["project"], entry["floor"]))
-            print("Goals (issue 5):")
+            print("Goals (issue 12):")
             print(report.goals_text(entry["project"], entry["floor"]))
             for name in dict.fromkeys(check.name for check in checks):
                 same = [check for check in checks if check.name == name]

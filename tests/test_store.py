@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 
 import pytest
 from sqlalchemy import select
@@ -190,3 +191,58 @@ def test_the_dialled_line_picks_the_room(stores):
 def test_no_rooms_means_nobody_is_known(stores):
     store, _ = stores
     assert store.caller_at_line(BLATHERS, "+18005550100") is None
+
+
+def test_webhook_statements_store_times_as_sqlalchemy_does(stores):
+    """The webhook path's prepared statements bypass SQLAlchemy's execution, not its types.
+
+    A time written by one (the call log's "at", a lockout's end) is stored as the ORM stores
+    it, byte for byte on SQLite, and reads back as the same datetime through both.
+    """
+    from sqlalchemy import text
+
+    from ivr.store import CallLogEntry, CallNote, Outcome
+
+    store, _ = stores
+    store.import_participants([ParticipantRow(MABEL, "Mabel", Role.PARTICIPANT)])
+    store.log_call(Outcome.WRONG_CODE, CallNote("CA" + "1" * 32, BLATHERS, "Blathers", "main"))
+    [entry] = store.call_log()
+    with store._session.begin() as session:
+        session.add(
+            CallLogEntry(
+                at=entry.at,
+                call_sid="CA" + "2" * 32,
+                phone=MABEL,
+                name="Mabel",
+                room="main",
+                outcome=str(Outcome.WRONG_CODE),
+            )
+        )
+    with store.engine.connect() as connection:
+        stored = connection.execute(text("SELECT at FROM call_log ORDER BY id")).scalars().all()
+    assert stored[0] == stored[1]
+    assert [e.at for e in store.call_log()] == [entry.at, entry.at]
+    assert isinstance(entry.at, datetime)
+
+    lock_out(store, MABEL)
+    until = store.locked_until(MABEL)
+    [lockout] = store.lockouts()
+    assert (lockout.phone, lockout.locked_until) == (MABEL, until)
+    assert store.caller_at_line(MABEL, None).locked_until == until
+
+
+def test_a_caller_is_found_with_the_claim_of_their_webhook(stores):
+    from ivr.store import CallerLookup, CallNote, SendStatus
+
+    store, other = stores
+    store.import_participants([ParticipantRow(BLATHERS, "Blathers", Role.PARTICIPANT)])
+    lookup = CallerLookup(BLATHERS, None, "CA" + "3" * 32)
+    seen, caller = store.claim_webhook_finding("token-1", "/voice", lookup)
+    assert seen is None
+    assert (caller.name, caller.room, caller.send_status) == ("Blathers", "main", None)
+    # The same token again, from another instance: a retry, which looks up no one.
+    seen, caller = other.claim_webhook_finding("token-1", "/voice", lookup)
+    assert (seen.answer, caller) == (None, None)
+    store.reserve_send(BLATHERS, 5, CallNote("CA" + "3" * 32, BLATHERS, "Blathers", "main"))
+    _, caller = store.claim_webhook_finding("token-2", "/gather", lookup)
+    assert caller.send_status == SendStatus.STARTED
