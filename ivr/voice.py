@@ -100,9 +100,10 @@ def answer_retries_once() -> Response | None:
         seen = store.claim_webhook(token, request.path)
     else:
         # The view's first question, answered in the same trip to the database as the claim.
-        seen, caller = store.claim_webhook_finding(token, request.path, lookup)
-        if seen is None:
-            g.caller_found = (lookup, caller)
+        claimed = store.claim_webhook_finding(token, request.path, lookup)
+        seen = claimed.seen
+        if claimed.looked_up:
+            g.caller_found = (lookup, claimed.caller)
     if seen is None:
         g.webhook_token = token
         return None
@@ -144,15 +145,17 @@ def _same_call(lookup: CallerLookup, call: _Call) -> bool:
 def _kept_with_change(answer: str) -> KeptAnswer | None:
     """Return `answer` for the store to keep in the transaction of the view's last change.
 
-    The view calls `_answer_kept` once that change is committed, so that `keep_the_answer`
-    does not write it again: one commit on the webhook path instead of two.
+    The view answers with `_answer_kept(answer)` after its last step that could fail, so that
+    `keep_the_answer` does not write it again: one commit on the webhook path instead of two.
+    Should a step in between fail, `keep_the_answer` replaces it with the apology heard.
     """
     token = g.get("webhook_token")
     return None if token is None else KeptAnswer(token, answer)
 
 
-def _answer_kept() -> None:
+def _answer_kept(answer: str) -> Response:
     g.pop("webhook_token", None)
+    return _xml(answer)
 
 
 def _wait_for_answer(token: str) -> str | None:
@@ -213,14 +216,13 @@ def voice():
     if send_id is None:
         call.log(Outcome.SEND_LIMIT, caller)
         return _twiml(twiml.goodbye(twiml.SEND_LIMIT, _language_of(caller)))
-    _answer_kept()
     # Logged first, so that it comes before anything the sender logs about this code.
     log.info("outcome: %s", Outcome.CODE_SENT)
     services().metrics.call(Outcome.CODE_SENT, caller.room)
     # The greeting does not wait for Twilio: the code is sent while the caller hears it.
     language = _language_of(caller)
     services().sender.send(PendingSend(send_id, call.phone, note, CHANNELS[by], language))
-    return _xml(welcome)
+    return _answer_kept(welcome)
 
 
 @bp.post("/gather")
@@ -262,21 +264,26 @@ def gather():
             if caller.role == Role.MODERATOR
             else Outcome.JOINED_PARTICIPANT
         )
-        label = twiml.participant_label(caller.name, call.phone, store.live_labels(caller.room))
-        joining = twiml.join_conference(
-            caller.room,
-            label,
-            caller.role,
-            _public_url("/conference/events"),
-            caller.hold_music_url,
-            _language_of(caller),
-        ).to_xml()
+        try:
+            label = twiml.participant_label(caller.name, call.phone, store.live_labels(caller.room))
+            joining = twiml.join_conference(
+                caller.room,
+                label,
+                caller.role,
+                _public_url("/conference/events"),
+                caller.hold_music_url,
+                _language_of(caller),
+            ).to_xml()
+        except Exception:
+            # The code was right: settle its claim as a success before the caller hears the
+            # apology, or the count it holds would push them towards a lockout.
+            store.succeed_attempt(call.phone)
+            raise
         # Settles the claim: a success clears the failures before it.
         store.record_join(joined, call.note(caller), _kept_with_change(joining))
-        _answer_kept()
         log.info("outcome: %s", joined)
         services().metrics.call(joined, caller.room)
-        return _xml(joining)
+        return _answer_kept(joining)
 
     locked_until = store.fail_attempt(
         call.phone, attempt, config["MAX_ATTEMPTS"], config["LOCKOUT_SECONDS"]

@@ -111,3 +111,38 @@ def test_retries_released_together_on_two_instances_act_once(make_app, fake_twil
     assert [s.text for s in ET.fromstring(answers[0]).iter("Say")][0] == twiml.WRONG_CODE
     assert failures(first_app, BLATHERS) == 1
     assert outcomes(first_app) == ["code sent", "wrong code"]
+
+
+def test_a_right_code_whose_answer_fails_is_settled_and_its_apology_replayed(
+    app, client, fake_twilio
+):
+    """Between the check and the join the line reads the conference's live labels. If that
+    fails, the caller hears the apology - and the code check they won is settled as a success
+    (no count left towards a lockout), and a retry of the request replays the apology."""
+    from sqlalchemy import select
+
+    from ivr.store import NumberGuard
+
+    store = app.extensions["ivr"].store
+    twilio_sends(client, "/voice", call_params(BLATHERS), token="voice-token")
+    settle(app)
+    wrong = call_params(BLATHERS, Digits=wrong_code_for(fake_twilio, BLATHERS))
+    twilio_sends(client, "/gather", wrong, token="wrong-token")
+    assert failures(app, BLATHERS) == 1
+    params = call_params(BLATHERS, Digits=fake_twilio.code_for(BLATHERS))
+
+    def down(room):
+        raise ConnectionError("the database went away")
+
+    store.live_labels, working = down, store.live_labels
+    first = twilio_sends(client, "/gather", params, token="right-token")
+    store.live_labels = working
+    again = twilio_sends(client, "/gather", params, token="right-token")
+
+    assert [s.text for s in twiml_of(first).iter("Say")] == [twiml.APPLICATION_FAULT]
+    assert again.data == first.data
+    with store.engine.connect() as connection:
+        guard = connection.execute(
+            select(NumberGuard.failures, NumberGuard.checking).where(NumberGuard.phone == BLATHERS)
+        ).one()
+    assert tuple(guard) == (0, 0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
@@ -237,12 +238,56 @@ def test_a_caller_is_found_with_the_claim_of_their_webhook(stores):
     store, other = stores
     store.import_participants([ParticipantRow(BLATHERS, "Blathers", Role.PARTICIPANT)])
     lookup = CallerLookup(BLATHERS, None, "CA" + "3" * 32)
-    seen, caller = store.claim_webhook_finding("token-1", "/voice", lookup)
-    assert seen is None
+    claimed = store.claim_webhook_finding("token-1", "/voice", lookup)
+    assert (claimed.seen, claimed.looked_up) == (None, True)
+    caller = claimed.caller
     assert (caller.name, caller.room, caller.send_status) == ("Blathers", "main", None)
     # The same token again, from another instance: a retry, which looks up no one.
-    seen, caller = other.claim_webhook_finding("token-1", "/voice", lookup)
-    assert (seen.answer, caller) == (None, None)
+    retry = other.claim_webhook_finding("token-1", "/voice", lookup)
+    assert (retry.seen.answer, retry.caller, retry.looked_up) == (None, None, False)
     store.reserve_send(BLATHERS, 5, CallNote("CA" + "3" * 32, BLATHERS, "Blathers", "main"))
-    _, caller = store.claim_webhook_finding("token-2", "/gather", lookup)
-    assert caller.send_status == SendStatus.STARTED
+    claimed = store.claim_webhook_finding("token-2", "/gather", lookup)
+    assert claimed.caller.send_status == SendStatus.STARTED
+
+
+def test_a_database_error_on_the_webhook_path_is_sqlalchemys(stores):
+    """The prepared statements raise what SQLAlchemy raises (and drop a lost pool as it does)."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
+
+    store, _ = stores
+    with store.engine.begin() as connection:
+        connection.execute(text("DROP TABLE webhook_answers"))
+    with pytest.raises(DBAPIError):
+        store.claim_webhook("token-1", "/voice")
+
+
+@pytest.mark.skipif(
+    not os.environ.get("TEST_DATABASE_URL"), reason="needs PostgreSQL (TEST_DATABASE_URL)"
+)
+def test_after_a_database_restart_one_webhook_fails_not_one_per_pooled_connection(stores):
+    """A restart kills every pooled connection: the first webhook to find out drops them all."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.exc import DBAPIError
+
+    store, _ = stores
+    held = [store.engine.connect() for _ in range(4)]
+    for connection in held:
+        connection.execute(text("SELECT 1"))
+        connection.close()  # back to the pool: four live connections
+    name = store.engine.url.database
+    admin = create_engine(store.engine.url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(
+            text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = :name AND pid <> pg_backend_pid()"
+            ),
+            {"name": name},
+        )
+    admin.dispose()
+    with pytest.raises(DBAPIError) as failed:
+        store.claim_webhook("token-1", "/voice")
+    assert failed.value.connection_invalidated
+    # The other three stale connections went with it: the next webhooks just work.
+    assert [store.claim_webhook(f"token-{n}", "/voice") for n in range(2, 6)] == [None] * 4

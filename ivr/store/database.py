@@ -154,6 +154,10 @@ class Prepared:
             cursor.execute(plan.sql, arguments)
             rows = cursor.fetchall() if cursor.description else []
             count = cursor.rowcount
+        except connection.dialect.loaded_dbapi.Error as error:
+            # As SQLAlchemy's own execution would: raise its DBAPIError, and on a lost
+            # connection (a database restart) drop the whole pool, not just this connection.
+            connection._handle_dbapi_exception(error, plan.sql, arguments, cursor, None)
         finally:
             cursor.close()
         if plan.result_processors:
@@ -299,5 +303,4 @@ def _sqlite_pragmas(connection, _record) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     # Under WAL this stays consistent; only a power cut can lose the last commits.
     cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA mmap_size=268435456")
     cursor.close()

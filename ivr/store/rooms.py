@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import and_, bindparam, delete, func, or_, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from ivr.store.database import Database, Prepared, anywhere, digits_only
 from ivr.store.guards import LATEST_SEND, NEVER
@@ -22,6 +23,8 @@ from ivr.store.models import (
     SendStatus,
 )
 from ivr.store.webhooks import SeenBefore, claim
+
+log = logging.getLogger(__name__)
 
 # What a room says about its meetings, apart from its name, line and music (see Room).
 MEETING_SETTINGS = frozenset(
@@ -72,6 +75,15 @@ def _caller_at_line():
 
 
 _CALLER_AT_LINE = Prepared(_caller_at_line())
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A webhook claim: `seen` if it was claimed before (a retry), else the caller found."""
+
+    seen: SeenBefore | None
+    caller: CallerAtLine | None = None
+    looked_up: bool = False  # False: the caller is still to be looked up
 
 
 @dataclass(frozen=True)
@@ -307,9 +319,7 @@ class RoomStore(Database):
         with self._reading() as connection:
             return _find_caller(connection, CallerLookup(phone, line, call_sid, stuck_before))
 
-    def claim_webhook_finding(
-        self, token: str, path: str, lookup: CallerLookup
-    ) -> tuple[SeenBefore | None, CallerAtLine | None]:
+    def claim_webhook_finding(self, token: str, path: str, lookup: CallerLookup) -> Claimed:
         """Claim a webhook's idempotency token and find its caller, on one connection.
 
         What /voice and /gather need before they act, in one trip to the database (one
@@ -319,8 +329,14 @@ class RoomStore(Database):
         with self._writing_alone() as connection:
             seen = claim(connection, token, path)
             if seen is not None:
-                return seen, None
-            return None, _find_caller(connection, lookup)
+                return Claimed(seen)
+            try:
+                return Claimed(None, _find_caller(connection, lookup), looked_up=True)
+            except SQLAlchemyError:
+                # On PostgreSQL the claim stands: the view looks again, and what it answers
+                # (an apology if the database is gone) is kept for Twilio's retries.
+                log.warning("caller look-up with the webhook claim failed; the view looks again")
+                return Claimed(None)
 
     @contextmanager
     def _unique_room(self, name: str, line_number: str | None, room_id: int | None = None):
