@@ -118,6 +118,7 @@ def summarize(bursts: Sequence[Burst]) -> dict[str, Any]:
         "provider_requests": dict(provider),
         "voice_cpu_ms": _mean_cpu_ms(bursts, "/voice"),
         "gather_cpu_ms": _mean_cpu_ms(bursts, "/gather"),
+        "sender_cpu_ms_per_call": _cpu_ms_per_call(bursts, "(sender)"),
         "repeats": [_one_repeat(b) for b in bursts],
     }
 
@@ -126,6 +127,13 @@ def _mean_cpu_ms(bursts: Sequence[Burst], path: str) -> float | None:
     """Return the mean CPU of one `path` request on its request thread, in milliseconds."""
     seconds = [cpu for burst in bursts for cpu in burst.webhook_cpu.get(path, [])]
     return 1000 * sum(seconds) / len(seconds) if seconds else None
+
+
+def _cpu_ms_per_call(bursts: Sequence[Burst], path: str) -> float | None:
+    """Return the CPU of all `path` jobs during the bursts per call, in milliseconds."""
+    calls = sum(len(burst.results) for burst in bursts)
+    seconds = [cpu for burst in bursts for cpu in burst.webhook_cpu.get(path, [])]
+    return 1000 * sum(seconds) / calls if seconds and calls else None
 
 
 def _one_repeat(burst: Burst) -> dict[str, Any]:
@@ -186,14 +194,15 @@ ROWS: list[tuple[str, Any]] = [
     ("server CPU / call", lambda s: _num(s["cpu_ms_per_call"], ".1f") + " ms"),
     ("  CPU / /voice request", lambda s: _num(s.get("voice_cpu_ms"), ".2f") + " ms"),
     ("  CPU / /gather request", lambda s: _num(s.get("gather_cpu_ms"), ".2f") + " ms"),
+    ("  CPU / call, code senders", lambda s: _num(s.get("sender_cpu_ms_per_call"), ".2f") + " ms"),
     ("  CPU / call elsewhere", lambda s: _num(_elsewhere(s), ".1f") + " ms"),
     ("database CPU / call", lambda s: _num(s.get("database_cpu_ms_per_call"), ".1f") + " ms"),
 ]
 
 
 def _elsewhere(summary: dict[str, Any]) -> float | None:
-    """Server CPU per call not spent on the two webhooks' request threads: gunicorn reading
-    and writing requests, the line's code senders, and anything else in the processes."""
+    """Server CPU per call spent neither on the two webhooks' request threads nor on the line's
+    code senders: gunicorn reading and writing requests, and anything else in the processes."""
     parts = (
         summary.get("cpu_ms_per_call"),
         summary.get("voice_cpu_ms"),
@@ -201,7 +210,8 @@ def _elsewhere(summary: dict[str, Any]) -> float | None:
     )
     if any(part is None for part in parts):
         return None
-    return parts[0] - parts[1] - parts[2]
+    senders = summary.get("sender_cpu_ms_per_call") or 0.0
+    return parts[0] - parts[1] - parts[2] - senders
 
 
 def phase_table(project: dict[str, Any], floor: dict[str, Any] | None) -> str:
