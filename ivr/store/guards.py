@@ -166,6 +166,32 @@ _SEND_DONE = Prepared(
     .where(_sends.c.id == bindparam("send_id"), _sends.c.status == SendStatus.STARTED.value)
     .values(status=SendStatus.SENT.value)
 )
+# The built-in provider's codes: one per number and purpose, stored as a keyed hash.
+_codes = OneTimeCode.__table__
+_THIS_CODE = and_(_codes.c.phone == bindparam("phone"), _codes.c.purpose == bindparam("purpose"))
+_PUT_CODE = Prepared(
+    lambda insert: (
+        insert(_codes)
+        .values(
+            phone=bindparam("phone"),
+            purpose=bindparam("purpose"),
+            code_hash=bindparam("code_hash"),
+            expires_at=bindparam("expires_at"),
+        )
+        .on_conflict_do_update(
+            index_elements=[_codes.c.phone, _codes.c.purpose],
+            set_={"code_hash": bindparam("code_hash"), "expires_at": bindparam("expires_at")},
+        )
+    )
+)
+_PENDING_CODE = Prepared(select(_codes.c.code_hash, _codes.c.expires_at).where(_THIS_CODE))
+_CONSUME_CODE = Prepared(
+    delete(_codes).where(
+        _THIS_CODE,
+        _codes.c.code_hash == bindparam("code_hash"),
+        _codes.c.expires_at > bindparam("now"),
+    )
+)
 LOG_CALL = Prepared(
     insert(CallLogEntry.__table__).values(
         {name: bindparam(name) for name in ("at", "call_sid", "phone", "name", "room", "outcome")}
@@ -269,9 +295,9 @@ class GuardStore(Database):
 
         Return the send's id. With a `note`, the send belongs to that call and the call log
         says "code sent" in the same transaction, and a webhook's `answer` is kept in it if the
-        send is reserved. The number's guard row for the purpose (a key
-        of LOCKOUT_KINDS) is locked first, so concurrent sends on any instance queue up behind
-        each other and the cap cannot be overshot.
+        send is reserved. The number's guard row for the purpose (a key of LOCKOUT_KINDS) is
+        locked first, so concurrent sends on any instance queue up behind each other and the cap
+        cannot be overshot.
         """
         now = utcnow()
         lock_row = _GUARD_STATEMENTS[LOCKOUT_KINDS[purpose]]["lock_row"]
@@ -326,7 +352,7 @@ class GuardStore(Database):
                 connection.execute(insert(CallLogEntry).values(note.row(outcome)))
 
     def send_status(self, call_sid: str, stuck_before: datetime | None = None) -> SendStatus | None:
-        """Return how the call's latest code send went, if it had one (see `latest_send`)."""
+        """Return how the call's latest code send went, if it had one (see `_latest_send`)."""
         stuck = {"call_sid": call_sid, "stuck_before": stuck_before or NEVER}
         with self._reading() as connection:
             status = _LATEST_SEND.run(connection, stuck).scalar()
@@ -336,39 +362,26 @@ class GuardStore(Database):
         self, phone: str, code_hash: str, expires_at: datetime, purpose: str = LINE
     ) -> None:
         """Store a number's code hash for `purpose`, replacing its earlier code for it."""
-        stmt = (
-            self._insert(OneTimeCode)
-            .values(phone=phone, purpose=purpose, code_hash=code_hash, expires_at=expires_at)
-            .on_conflict_do_update(
-                index_elements=[OneTimeCode.phone, OneTimeCode.purpose],
-                set_={"code_hash": code_hash, "expires_at": expires_at},
-            )
-        )
+        code = {
+            "phone": phone,
+            "purpose": purpose,
+            "code_hash": code_hash,
+            "expires_at": expires_at,
+        }
         with self._writing_alone() as connection:
-            connection.execute(stmt)
+            _PUT_CODE.run(connection, code)
 
     def pending_code(self, phone: str, purpose: str = LINE) -> tuple[str, datetime] | None:
         """Return the number's stored code hash and expiry for `purpose`, if any."""
         with self._reading() as connection:
-            row = connection.execute(
-                select(OneTimeCode.code_hash, OneTimeCode.expires_at).where(
-                    OneTimeCode.phone == phone, OneTimeCode.purpose == purpose
-                )
-            ).first()
+            row = _PENDING_CODE.run(connection, {"phone": phone, "purpose": purpose}).first()
         return (row[0], row[1]) if row else None
 
     def consume_code(self, phone: str, code_hash: str, purpose: str = LINE) -> bool:
         """Delete the number's code for `purpose` if it is still this one; one caller wins."""
+        code = {"phone": phone, "purpose": purpose, "code_hash": code_hash, "now": utcnow()}
         with self._writing_alone() as connection:
-            result = connection.execute(
-                delete(OneTimeCode).where(
-                    OneTimeCode.phone == phone,
-                    OneTimeCode.purpose == purpose,
-                    OneTimeCode.code_hash == code_hash,
-                    OneTimeCode.expires_at > utcnow(),
-                )
-            )
-            return result.rowcount == 1
+            return _CONSUME_CODE.run(connection, code).rowcount == 1
 
 
 def settle_success(connection, phone: str, guard: Guard = NumberGuard) -> None:
