@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
@@ -115,6 +116,76 @@ def test_concurrent_sends_never_pass_the_cap(stores):
     sent = [send_id for send_id in results if send_id is not None]
     assert len(sent) == len(set(sent)) == 5
     assert first.reserve_send(MABEL, 5) is not None
+
+
+def released_together(calls):
+    """Run every call on its own thread, all released at one barrier; return their results."""
+    barrier = threading.Barrier(len(calls))
+
+    def run(call):
+        barrier.wait()
+        return call()
+
+    with ThreadPoolExecutor(len(calls)) as pool:
+        return list(pool.map(run, calls))
+
+
+def test_concurrent_calls_reserve_log_and_keep_only_up_to_the_cap(stores):
+    """/voice's reservation: the send, its "code sent" row and the webhook's kept answer come
+    together, for exactly the sends under the cap, however many calls race on two instances."""
+    from ivr.store import CallNote, KeptAnswer
+
+    first, second = stores
+    tokens = [f"token-{n}" for n in range(12)]
+    for token in tokens:
+        assert first.claim_webhook(token, "/voice") is None
+
+    def reserve(store, n):
+        note = CallNote(f"CA{n:032d}", BLATHERS, "Blathers", "main")
+        kept = KeptAnswer(tokens[n], f"<Response>{n}</Response>")
+        return store.reserve_send(BLATHERS, 5, note, answer=kept)
+
+    results = released_together(
+        [(lambda s=s, n=n: reserve(s, n)) for n, s in enumerate([first, second] * 6)]
+    )
+
+    reserved = [n for n, send_id in enumerate(results) if send_id is not None]
+    assert len(reserved) == len({results[n] for n in reserved}) == 5
+    logged = sorted(entry.call_sid for entry in first.call_log())
+    assert logged == sorted(f"CA{n:032d}" for n in reserved)
+    assert {entry.outcome for entry in first.call_log()} == {"code sent"}
+    for n, token in enumerate(tokens):
+        expected = f"<Response>{n}</Response>" if n in reserved else None
+        assert first.answer_of(token) == expected
+
+
+def test_a_join_settles_its_claim_logs_and_keeps_its_answer_in_one_step(stores):
+    from ivr.store import CallNote, KeptAnswer, Outcome
+
+    store, other = stores
+    assert store.claim_webhook("token-join", "/gather") is None
+    assert store.claim_attempt(BLATHERS, 3) == 1
+    assert store.claim_attempt(BLATHERS, 3) == 2
+    store.fail_attempt(BLATHERS, 2, 3, 600)  # one guess failed; the right one is in flight
+
+    note = CallNote("CA" + "4" * 32, BLATHERS, "Blathers", "main")
+    other.record_join(Outcome.JOINED_PARTICIPANT, note, KeptAnswer("token-join", "<Joined/>"))
+
+    assert store.answer_of("token-join") == "<Joined/>"
+    [entry] = store.call_log()
+    assert (entry.call_sid, entry.phone, entry.outcome) == (
+        note.call_sid,
+        BLATHERS,
+        "joined as participant",
+    )
+    with store.engine.connect() as connection:
+        guard = connection.execute(
+            select(NumberGuard.failures, NumberGuard.checking).where(NumberGuard.phone == BLATHERS)
+        ).one()
+    assert tuple(guard) == (0, 0)
+    # Without a phone or a token there is nothing to settle or keep, only the row to log.
+    store.record_join(Outcome.JOINED_PARTICIPANT, CallNote("CA" + "5" * 32, None, None, "main"))
+    assert len(store.call_log()) == 2
 
 
 def test_a_code_is_consumed_once_however_many_try(stores):

@@ -136,6 +136,13 @@ class Prepared:
         self._statement = statement
         self._plans: dict[str, _Plan] = {}
 
+    @property
+    def statement(self) -> Executable:
+        """The statement itself, to build a bigger one from (not for a dialect's upsert)."""
+        if not isinstance(self._statement, Executable):
+            raise TypeError("an upsert is built per dialect")
+        return self._statement
+
     def run(self, connection: Connection, params: dict) -> _Rows:
         plan = self._plans.get(connection.dialect.name)
         if plan is None:

@@ -8,7 +8,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import and_, bindparam, delete, func, or_, select
+from sqlalchemy import and_, bindparam, delete, func, literal, or_, select, true
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from ivr.store.database import Database, Prepared, anywhere, digits_only
@@ -21,8 +22,9 @@ from ivr.store.models import (
     Role,
     Room,
     SendStatus,
+    utcnow,
 )
-from ivr.store.webhooks import SeenBefore, claim
+from ivr.store.webhooks import ANSWERS, SeenBefore, claim, sweep_now_and_then
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +77,33 @@ def _caller_at_line():
 
 
 _CALLER_AT_LINE = Prepared(_caller_at_line())
+
+
+def _claim_and_find():
+    """PostgreSQL: a webhook's claim and its caller look-up in one statement, one round trip.
+
+    Returns one row: whether this request won the claim, the answer kept for the token if it
+    was claimed before (as committed when the statement began), then `caller_at_line`'s
+    columns (all NULL when no room answers the line). Bind parameters: token, path, at and
+    those of `caller_at_line`.
+    """
+    claimed = (
+        postgresql.insert(ANSWERS)
+        .values(token=bindparam("token"), path=bindparam("path"), answer=None, at=bindparam("at"))
+        .on_conflict_do_nothing(index_elements=[ANSWERS.c.token])
+        .returning(ANSWERS.c.token)
+        .cte("claimed")
+    )
+    won = select(func.count()).select_from(claimed).scalar_subquery()
+    answered = (
+        select(ANSWERS.c.answer).where(ANSWERS.c.token == bindparam("token")).scalar_subquery()
+    )
+    caller = _caller_at_line().subquery("caller")
+    one_row = select(literal(1).label("one")).subquery("one_row")
+    return select(won, answered, *caller.c).select_from(one_row.outerjoin(caller, true()))
+
+
+_CLAIM_AND_FIND = Prepared(_claim_and_find())
 
 
 @dataclass(frozen=True)
@@ -326,6 +355,8 @@ class RoomStore(Database):
         transaction on SQLite; on PostgreSQL the claim commits first, as `claim_webhook`'s
         does). A retry acts on nothing, so for one (SeenBefore) no caller is looked up.
         """
+        if self.dialect == "postgresql":
+            return self._claim_and_find(token, path, lookup)
         with self._writing_alone() as connection:
             seen = claim(connection, token, path)
             if seen is not None:
@@ -337,6 +368,20 @@ class RoomStore(Database):
                 # (an apology if the database is gone) is kept for Twilio's retries.
                 log.warning("caller look-up with the webhook claim failed; the view looks again")
                 return Claimed(None)
+
+    def _claim_and_find(self, token: str, path: str, lookup: CallerLookup) -> Claimed:
+        """`claim_webhook_finding` on PostgreSQL: one statement, so claim and look-up stand or
+        fail together (a failure claims nothing, and the caller hears an apology)."""
+        now = utcnow()
+        with self._writing_alone() as connection:
+            sweep_now_and_then(connection, now)
+            row = _CLAIM_AND_FIND.run(
+                connection, {"token": token, "path": path, "at": now, **_lookup_values(lookup)}
+            ).first()
+        won, answer, caller = row[0], row[1], row[2:]
+        if not won:
+            return Claimed(SeenBefore(answer))
+        return Claimed(None, _caller_from(caller) if caller[0] is not None else None, True)
 
     @contextmanager
     def _unique_room(self, name: str, line_number: str | None, room_id: int | None = None):
@@ -364,15 +409,21 @@ class RoomStore(Database):
 
 def _find_caller(connection, lookup: CallerLookup) -> CallerAtLine | None:
     """Run the `caller_at_line` query on `connection`."""
-    values = {
+    row = _CALLER_AT_LINE.run(connection, _lookup_values(lookup)).first()
+    return None if row is None else _caller_from(row)
+
+
+def _lookup_values(lookup: CallerLookup) -> dict:
+    return {
         "phone": lookup.phone,
         "line": lookup.line,
         "call_sid": lookup.call_sid,
         "stuck_before": lookup.stuck_before or NEVER,
     }
-    row = _CALLER_AT_LINE.run(connection, values).first()
-    if row is None:
-        return None
+
+
+def _caller_from(row) -> CallerAtLine:
+    """Return the caller described by a row of the `caller_at_line` query."""
     (room, music, name, role, locked_until, status, code_by, participant_id, secret) = row[:9]
     return CallerAtLine(
         room,

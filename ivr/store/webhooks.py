@@ -16,7 +16,7 @@ KEEP_ANSWERS = timedelta(days=1)
 # Old answers are swept by about one claim in this many, so most claims are one statement.
 SWEEP_EVERY = 200
 
-_answers = WebhookAnswer.__table__
+ANSWERS = _answers = WebhookAnswer.__table__
 _CLAIM = Prepared(
     lambda insert: (
         insert(_answers)
@@ -26,11 +26,18 @@ _CLAIM = Prepared(
     )
 )
 _ANSWER_OF = Prepared(select(_answers.c.answer).where(_answers.c.token == bindparam("token")))
-_KEEP = Prepared(
-    update(_answers)
-    .where(_answers.c.token == bindparam("the_token"))
-    .values(answer=bindparam("answer"))
-)
+
+
+def keep_statement():
+    """The UPDATE that keeps a claimed request's answer (bind parameters the_token, answer)."""
+    return (
+        update(_answers)
+        .where(_answers.c.token == bindparam("the_token"))
+        .values(answer=bindparam("answer"))
+    )
+
+
+_KEEP = Prepared(keep_statement())
 _SWEEP = Prepared(delete(_answers).where(_answers.c.at < bindparam("before")))
 
 
@@ -59,11 +66,16 @@ def keep(connection, kept: KeptAnswer | None) -> None:
         _KEEP.run(connection, {"the_token": kept.token, "answer": kept.answer})
 
 
+def sweep_now_and_then(connection, now) -> None:
+    """Delete answers too old for any retry, about one claim in SWEEP_EVERY."""
+    if random.randrange(SWEEP_EVERY) == 0:
+        _SWEEP.run(connection, {"before": now - KEEP_ANSWERS})
+
+
 def claim(connection, token: str, path: str) -> SeenBefore | None:
     """Claim `token` inside the caller's connection (see `WebhookStore.claim_webhook`)."""
     now = utcnow()
-    if random.randrange(SWEEP_EVERY) == 0:
-        _SWEEP.run(connection, {"before": now - KEEP_ANSWERS})
+    sweep_now_and_then(connection, now)
     if _CLAIM.run(connection, {"token": token, "path": path, "at": now}).first() is not None:
         return None
     return SeenBefore(_ANSWER_OF.run(connection, {"token": token}).scalar())
