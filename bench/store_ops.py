@@ -64,7 +64,7 @@ def main(argv: list[str]) -> int:
             "reserve send + log + keep answer (/voice)": lambda n: store.reserve_send(
                 phones[n % CALLERS], 5, note(n), answer=KeptAnswer(uuid.uuid4().hex, "<Response/>")
             ),
-            "send done (code sender)": lambda n: store.send_done(n),
+            "send done (code sender, alone)": lambda n: store.sends_done([n]),
             "claim attempt (/gather)": lambda n: store.claim_attempt(phones[n % CALLERS], 1000),
             "live labels (/gather)": lambda n: store.live_labels("main"),
             "record join + keep answer (/gather)": lambda n: store.record_join(

@@ -51,6 +51,9 @@ class CodeSender:
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="code-sender")
         self._in_flight: set[Future] = set()
         self._lock = threading.Lock()
+        # Sends the provider took, waiting to be marked done by the thread now marking others.
+        self._done: list[int] = []
+        self._marking = False
 
     def send(self, pending: PendingSend) -> None:
         """Start sending a call's code; return at once."""
@@ -77,6 +80,30 @@ class CodeSender:
         with self._lock:
             self._in_flight.discard(future)
 
+    def _mark_done(self, send_id: int) -> None:
+        """Mark a send done; sends taken while another thread writes join its next write.
+
+        At the top of the hour many sends finish together: one write marks all that finished
+        while the previous one ran, instead of a transaction each. Nobody waits: a send alone is
+        written at once, and until it is a sent code reads as in flight, not failed or stuck.
+        """
+        with self._lock:
+            self._done.append(send_id)
+            if self._marking:
+                return  # the marking thread takes it with its next write
+            self._marking = True
+        while True:
+            with self._lock:
+                batch, self._done = self._done, []
+                if not batch:
+                    self._marking = False
+                    return
+            try:
+                self._store.sends_done(batch)
+            except Exception:
+                # Each of these reads as stuck once its time is up: its caller hears an apology.
+                log.exception("could not mark %d code sends done", len(batch))
+
     def _deliver(self, pending: PendingSend) -> None:
         with call_context(pending.note.call_sid, pending.note.room):
             self._deliver_for_call(pending)
@@ -86,7 +113,7 @@ class CodeSender:
             self._codes.send(pending.phone, pending.channel, language=pending.language)
             self._metrics.code_sent(pending.channel, LINE)
             # The call log already says "code sent"; the send is marked done, not stuck.
-            self._store.send_done(pending.send_id)
+            self._mark_done(pending.send_id)
             return
         except SendRefused:
             log.info("code send refused: too many codes to this number")

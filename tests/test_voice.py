@@ -801,6 +801,27 @@ def test_a_send_whose_sender_died_gets_the_apology_not_a_wait(app, client, fake_
     assert outcomes(app) == ["provider error"]
 
 
+def test_codes_that_go_out_together_are_all_marked_sent(app, fake_twilio):
+    """A burst of sends finishing at once is marked in shared writes; none may be left out."""
+    from ivr.sending import SENDER_THREADS, PendingSend
+
+    SENDS = 2 * SENDER_THREADS  # noqa: N806 - two waves of sends, each finishing together
+    ivr = app.extensions["ivr"]
+    fake_twilio.latency = 0.05  # the sends overlap, and finish while others are being marked
+    pending = []
+    for n in range(SENDS):
+        phone = f"+1202555{100 + n:04d}"
+        note = CallNote(f"CA{n:032d}", phone, None, "main")
+        pending.append(PendingSend(ivr.store.reserve_send(phone, 5, note), phone, note))
+    for send in pending:
+        ivr.sender.send(send)
+    ivr.sender.wait_idle()
+
+    assert len(fake_twilio.requests) == SENDS
+    with ivr.store.engine.connect() as connection:
+        assert connection.scalars(select(CodeSend.status)).all() == ["sent"] * SENDS
+
+
 def test_a_code_that_went_out_is_never_taken_for_stuck(app, client, fake_twilio):
     dial_in(client, BLATHERS)
     age_sends(app, stuck_age(app))

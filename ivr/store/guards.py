@@ -193,9 +193,13 @@ def _new_send_logged_and_kept():
 
 
 _NEW_SEND_LOGGED_AND_KEPT = _new_send_logged_and_kept()
-_SEND_DONE = Prepared(
+# Built once; SQLAlchemy's statement cache renders the id list per batch size.
+_SENDS_DONE = (
     update(_sends)
-    .where(_sends.c.id == bindparam("send_id"), _sends.c.status == SendStatus.STARTED.value)
+    .where(
+        _sends.c.id.in_(bindparam("send_ids", expanding=True)),
+        _sends.c.status == SendStatus.STARTED.value,
+    )
     .values(status=SendStatus.SENT.value)
 )
 # The built-in provider's codes: one per number and purpose, stored as a keyed hash.
@@ -362,10 +366,10 @@ class GuardStore(Database):
             keep(connection, answer)
             return send_id
 
-    def send_done(self, send_id: int) -> None:
-        """Record that the provider took a send (what tells a slow send from a stuck one)."""
+    def sends_done(self, send_ids: list[int]) -> None:
+        """Record that the provider took these sends (what tells a slow send from a stuck one)."""
         with self._writing_alone() as connection:
-            _SEND_DONE.run(connection, {"send_id": send_id})
+            connection.execute(_SENDS_DONE, {"send_ids": send_ids})
 
     def send_failed(
         self, send_id: int, status: SendStatus, outcome: Outcome, note: CallNote
