@@ -135,7 +135,10 @@ def _caller_to_find() -> CallerLookup | None:
     ):
         return None
     call = _Call.from_request()
-    return None if call.phone is None else call.lookup()
+    if call.phone is None:
+        return None
+    # A right code's answer needs the labels in the conference: read with the caller.
+    return call.lookup(with_live_labels=request.endpoint == "voice.gather")
 
 
 def _same_call(lookup: CallerLookup, call: _Call) -> bool:
@@ -265,7 +268,10 @@ def gather():
             else Outcome.JOINED_PARTICIPANT
         )
         try:
-            label = twiml.participant_label(caller.name, call.phone, store.live_labels(caller.room))
+            taken = caller.live_labels
+            if taken is None:  # not read with the caller (the claim's look-up failed)
+                taken = store.live_labels(caller.room)
+            label = twiml.participant_label(caller.name, call.phone, taken)
             joining = twiml.join_conference(
                 caller.room,
                 label,
@@ -439,8 +445,8 @@ class _Call:
         form = request.form
         return cls(form.get("From"), form.get("To"), form.get("CallSid"))
 
-    def lookup(self) -> CallerLookup:
-        return CallerLookup(self.phone, self.line, self.call_sid, _stuck_before())
+    def lookup(self, with_live_labels: bool = False) -> CallerLookup:
+        return CallerLookup(self.phone, self.line, self.call_sid, _stuck_before(), with_live_labels)
 
     def caller_at_line(self) -> CallerAtLine | None:
         """Return who the caller is on the dialled line; name its room in the log lines.

@@ -116,9 +116,9 @@ def test_retries_released_together_on_two_instances_act_once(make_app, fake_twil
 def test_a_right_code_whose_answer_fails_is_settled_and_its_apology_replayed(
     app, client, fake_twilio
 ):
-    """Between the check and the join the line reads the conference's live labels. If that
-    fails, the caller hears the apology - and the code check they won is settled as a success
-    (no count left towards a lockout), and a retry of the request replays the apology."""
+    """Between the check and the join the line builds the join's answer. If that fails, the
+    caller hears the apology - and the code check they won is settled as a success (no count
+    left towards a lockout), and a retry of the request replays the apology."""
     from sqlalchemy import select
 
     from ivr.store import NumberGuard
@@ -131,12 +131,15 @@ def test_a_right_code_whose_answer_fails_is_settled_and_its_apology_replayed(
     assert failures(app, BLATHERS) == 1
     params = call_params(BLATHERS, Digits=fake_twilio.code_for(BLATHERS))
 
-    def down(room):
-        raise ConnectionError("the database went away")
+    def broken(*args, **kwargs):
+        raise ValueError("a room setting the join cannot use")
 
-    store.live_labels, working = down, store.live_labels
-    first = twilio_sends(client, "/gather", params, token="right-token")
-    store.live_labels = working
+    working = twiml.join_conference
+    twiml.join_conference = broken
+    try:
+        first = twilio_sends(client, "/gather", params, token="right-token")
+    finally:
+        twiml.join_conference = working
     again = twilio_sends(client, "/gather", params, token="right-token")
 
     assert [s.text for s in twiml_of(first).iter("Say")] == [twiml.APPLICATION_FAULT]

@@ -342,10 +342,11 @@ def test_after_a_database_restart_one_webhook_fails_not_one_per_pooled_connectio
     from sqlalchemy.exc import DBAPIError
 
     store, _ = stores
-    held = [store.engine.connect() for _ in range(4)]
+    # Both of its pools: transactions, and the webhook path's single statements.
+    held = [engine.connect() for engine in (store.engine, store._autocommit) for _ in range(4)]
     for connection in held:
         connection.execute(text("SELECT 1"))
-        connection.close()  # back to the pool: four live connections
+        connection.close()  # back to the pools: four live connections in each
     name = store.engine.url.database
     admin = create_engine(store.engine.url.set(database="postgres"), isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
@@ -360,5 +361,6 @@ def test_after_a_database_restart_one_webhook_fails_not_one_per_pooled_connectio
     with pytest.raises(DBAPIError) as failed:
         store.claim_webhook("token-1", "/voice")
     assert failed.value.connection_invalidated
-    # The other three stale connections went with it: the next webhooks just work.
+    # The other stale connections, in both pools, went with it: the next webhooks just work.
     assert [store.claim_webhook(f"token-{n}", "/voice") for n in range(2, 6)] == [None] * 4
+    assert [store.reserve_send(BLATHERS, 5) is not None for _ in range(4)] == [True] * 4

@@ -22,6 +22,7 @@ from tests.conftest import (
     free_port,
     said,
     seed_roster,
+    sign,
     signed_post,
     twiml_of,
     verbs,
@@ -704,14 +705,28 @@ def test_behind_a_trusted_proxy_the_forwarded_url_is_the_signed_one(make_app):
     assert refused.status_code == 403
 
 
-def test_a_second_caller_with_the_same_name_gets_a_label_twilio_accepts(app, client, fake_twilio):
+@pytest.mark.parametrize("token", [None, "gather-token"])
+@pytest.mark.parametrize(
+    ("namesake_room", "label"), [("main", "Blathers (9876)"), ("board", "Blathers")]
+)
+def test_a_second_caller_with_the_same_name_gets_a_label_twilio_accepts(
+    app, client, fake_twilio, token, namesake_room, label
+):
+    """With Twilio's idempotency token the live labels are read with the caller, as the
+    webhook is claimed; without one, by the view. Either way the label is unique in the
+    caller's conference, and a namesake in another room's changes nothing."""
     store = app.extensions["ivr"].store
-    store.member_joined("CF" + "d4" * 16, "main", "CA" + "99" * 16, "Blathers", False)
+    store.member_joined("CF" + "d4" * 16, namesake_room, "CA" + "99" * 16, "Blathers", False)
+    store.member_joined("CF" + "e5" * 16, "main", "CA" + "98" * 16, "Mabel", False)
     dial_in(client, BLATHERS)
+    params = call_params(BLATHERS, Digits=fake_twilio.code_for(BLATHERS))
+    headers = {"X-Twilio-Signature": sign("http://localhost/gather", params)}
+    if token:
+        headers["I-Twilio-Idempotency-Token"] = token
 
-    root = enter(client, BLATHERS, fake_twilio.code_for(BLATHERS))
+    root = twiml_of(client.post("/gather", data=params, headers=headers))
 
-    assert root.find("Dial/Conference").get("participantLabel") == "Blathers (9876)"
+    assert root.find("Dial/Conference").get("participantLabel") == label
 
 
 def test_under_a_path_prefix_the_gather_urls_keep_it(make_app, fake_twilio):

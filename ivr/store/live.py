@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from sqlalchemy import Connection, bindparam, delete, exists, func, insert, select, update
+from sqlalchemy import Connection, and_, bindparam, delete, exists, func, insert, select, update
 
 from ivr.store.database import Database, Prepared
 from ivr.store.models import CallLogEntry, ConferenceMember, Outcome, Room, utcnow
@@ -30,13 +30,21 @@ class AnnouncedCaller:
     present: bool = False
 
 
-_LIVE_LABELS = Prepared(
-    select(ConferenceMember.label).where(
-        ConferenceMember.room == bindparam("room"),
+def labelled_in(room):
+    """Who is in `room`'s conference now under a participant label."""
+    return and_(
+        ConferenceMember.room == room,
         ConferenceMember.label.is_not(None),
         ConferenceMember.left_at.is_(None),
     )
-)
+
+
+_LIVE_LABELS = Prepared(select(ConferenceMember.label).where(labelled_in(bindparam("room"))))
+
+
+def live_labels_on(connection, room: str) -> set[str]:
+    """Return the participant labels in the room's conference now, read on `connection`."""
+    return {row[0] for row in _LIVE_LABELS.run(connection, {"room": room}).rows}
 
 
 class LiveStore(Database):
@@ -152,7 +160,7 @@ class LiveStore(Database):
     def live_labels(self, room: str) -> set[str]:
         """Return the participant labels in the room's conference now."""
         with self._reading() as connection:
-            return {row[0] for row in _LIVE_LABELS.run(connection, {"room": room}).rows}
+            return live_labels_on(connection, room)
 
     def announced_caller(self, call_sid: str) -> AnnouncedCaller | None:
         """Return the caller the line let in on `call_sid` (their listed name, not the number).

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from sqlalchemy import and_, bindparam, delete, func, literal, or_, select, true
@@ -14,9 +14,11 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from ivr.store.database import Database, Prepared, anywhere, digits_only
 from ivr.store.guards import LATEST_SEND, NEVER
+from ivr.store.live import labelled_in, live_labels_on
 from ivr.store.models import (
     DEFAULT_ROOM_NAME,
     CodeBy,
+    ConferenceMember,
     NumberGuard,
     Participant,
     Role,
@@ -77,15 +79,17 @@ def _caller_at_line():
 
 
 _CALLER_AT_LINE = Prepared(_caller_at_line())
+CALLER_COLUMNS = len(_caller_at_line().selected_columns)
 
 
-def _claim_and_find():
+def _claim_and_find(with_live_labels: bool):
     """PostgreSQL: a webhook's claim and its caller look-up in one statement, one round trip.
 
     Returns one row: whether this request won the claim, the answer kept for the token if it
     was claimed before (as committed when the statement began), then `caller_at_line`'s
-    columns (all NULL when no room answers the line). Bind parameters: token, path, at and
-    those of `caller_at_line`.
+    columns (all NULL when no room answers the line), then if asked the labels live in the
+    room's conference (an array, NULL for none). Bind parameters: token, path, at and those of
+    `caller_at_line`.
     """
     claimed = (
         postgresql.insert(ANSWERS)
@@ -99,11 +103,15 @@ def _claim_and_find():
         select(ANSWERS.c.answer).where(ANSWERS.c.token == bindparam("token")).scalar_subquery()
     )
     caller = _caller_at_line().subquery("caller")
+    columns = [won, answered, *caller.c]
+    if with_live_labels:
+        labels = select(func.array_agg(ConferenceMember.label)).where(labelled_in(caller.c.name))
+        columns.append(labels.scalar_subquery())
     one_row = select(literal(1).label("one")).subquery("one_row")
-    return select(won, answered, *caller.c).select_from(one_row.outerjoin(caller, true()))
+    return select(*columns).select_from(one_row.outerjoin(caller, true()))
 
 
-_CLAIM_AND_FIND = Prepared(_claim_and_find())
+_CLAIM_AND_FIND = {labels: Prepared(_claim_and_find(labels)) for labels in (False, True)}
 
 
 @dataclass(frozen=True)
@@ -124,6 +132,8 @@ class CallerLookup:
     call_sid: str | None = None
     # A send still unfinished at this time reads as STUCK.
     stuck_before: datetime | None = None
+    # Also read the labels live in the room's conference (/gather: for the caller's own label).
+    with_live_labels: bool = False
 
 
 @dataclass(frozen=True)
@@ -144,6 +154,8 @@ class CallerAtLine:
     opening_hours: str | None = None
     moderators_anytime: bool = True
     language: str = "en-US"
+    # The participant labels in the room's conference, if the look-up was asked for them.
+    live_labels: frozenset[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -362,7 +374,11 @@ class RoomStore(Database):
             if seen is not None:
                 return Claimed(seen)
             try:
-                return Claimed(None, _find_caller(connection, lookup), looked_up=True)
+                caller = _find_caller(connection, lookup)
+                if caller is not None and lookup.with_live_labels:
+                    labels = frozenset(live_labels_on(connection, caller.room))
+                    caller = replace(caller, live_labels=labels)
+                return Claimed(None, caller, looked_up=True)
             except SQLAlchemyError:
                 # On PostgreSQL the claim stands: the view looks again, and what it answers
                 # (an apology if the database is gone) is kept for Twilio's retries.
@@ -375,13 +391,19 @@ class RoomStore(Database):
         now = utcnow()
         with self._writing_alone() as connection:
             sweep_now_and_then(connection, now)
-            row = _CLAIM_AND_FIND.run(
+            statement = _CLAIM_AND_FIND[lookup.with_live_labels]
+            row = statement.run(
                 connection, {"token": token, "path": path, "at": now, **_lookup_values(lookup)}
             ).first()
-        won, answer, caller = row[0], row[1], row[2:]
+        won, answer, columns = row[0], row[1], row[2 : 2 + CALLER_COLUMNS]
         if not won:
             return Claimed(SeenBefore(answer))
-        return Claimed(None, _caller_from(caller) if caller[0] is not None else None, True)
+        if columns[0] is None:
+            return Claimed(None, None, looked_up=True)
+        caller = _caller_from(columns)
+        if lookup.with_live_labels:
+            caller = replace(caller, live_labels=frozenset(row[-1] or ()))
+        return Claimed(None, caller, looked_up=True)
 
     @contextmanager
     def _unique_room(self, name: str, line_number: str | None, room_id: int | None = None):
