@@ -84,8 +84,9 @@ class CodeSender:
         """Mark a send done; sends taken while another thread writes join its next write.
 
         At the top of the hour many sends finish together: one write marks all that finished
-        while the previous one ran, instead of a transaction each. Nobody waits: a send alone is
-        written at once, and until it is a sent code reads as in flight, not failed or stuck.
+        while the previous one ran (one SQLite transaction, one PostgreSQL checkout), instead of
+        one each. Nobody waits: a send alone is written at once, and until it is written a sent
+        code reads as in flight, not failed or stuck.
         """
         with self._lock:
             self._done.append(send_id)

@@ -442,8 +442,12 @@ class _Call:
 
     @classmethod
     def from_request(cls) -> _Call:
-        form = request.form
-        return cls(form.get("From"), form.get("To"), form.get("CallSid"))
+        """Return this request's call; read from its form once (the claim and the view ask)."""
+        call = g.get("ivr_call")
+        if call is None:
+            form = request.form
+            call = g.ivr_call = cls(form.get("From"), form.get("To"), form.get("CallSid"))
+        return call
 
     def lookup(self, with_live_labels: bool = False) -> CallerLookup:
         return CallerLookup(self.phone, self.line, self.call_sid, _stuck_before(), with_live_labels)

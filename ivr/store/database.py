@@ -254,6 +254,8 @@ def _sqlite_file(url: str) -> Path | None:
 
 
 def _make_engine(url: str, sqlite_file: Path | None, **options) -> Engine:
+    """Return the engine for `url`; `options` are PostgreSQL's (SQLite's connections are set
+    up here)."""
     if url.startswith("sqlite"):
         if sqlite_file is not None:
             # mode=rw: a file that is gone is an error, not a new empty database that would

@@ -193,13 +193,9 @@ def _new_send_logged_and_kept():
 
 
 _NEW_SEND_LOGGED_AND_KEPT = _new_send_logged_and_kept()
-# Built once; SQLAlchemy's statement cache renders the id list per batch size.
-_SENDS_DONE = (
+_SEND_DONE = Prepared(
     update(_sends)
-    .where(
-        _sends.c.id.in_(bindparam("send_ids", expanding=True)),
-        _sends.c.status == SendStatus.STARTED.value,
-    )
+    .where(_sends.c.id == bindparam("send_id"), _sends.c.status == SendStatus.STARTED.value)
     .values(status=SendStatus.SENT.value)
 )
 # The built-in provider's codes: one per number and purpose, stored as a keyed hash.
@@ -367,9 +363,13 @@ class GuardStore(Database):
             return send_id
 
     def sends_done(self, send_ids: list[int]) -> None:
-        """Record that the provider took these sends (what tells a slow send from a stuck one)."""
+        """Record that the provider took these sends (what tells a slow send from a stuck one).
+
+        One transaction on SQLite; on PostgreSQL each commits by itself, in one checkout.
+        """
         with self._writing_alone() as connection:
-            connection.execute(_SENDS_DONE, {"send_ids": send_ids})
+            for send_id in send_ids:
+                _SEND_DONE.run(connection, {"send_id": send_id})
 
     def send_failed(
         self, send_id: int, status: SendStatus, outcome: Outcome, note: CallNote
