@@ -10,6 +10,12 @@ the same way, on their own threads, as the path "(sender)": `post_worker_init` w
 function every job runs through (`ivr.sending._logging_failures`). Each worker appends "wall
 time, path, CPU seconds" per request or job to BENCH_CPU_DIR/<pid>.txt; `bench.report.webhook_cpu`
 keeps the burst's.
+
+With BENCH_CPU_FUNCTIONS=1 (`bench/run.py --cpu-by-function`) the line's workers also time the
+parts of a call listed in FUNCTIONS, each use as the path "fn:<label>" on its own thread: where
+a call's CPU goes on a busy server, which a profile of one process in isolation does not show
+(the same store call costs three to four times as much there). Timing every use adds its own
+cost, so a run with it says where, not how much in all.
 """
 
 from __future__ import annotations
@@ -41,10 +47,33 @@ def post_request(worker, req, environ, resp) -> None:
     _record(f"{started[0]:.6f} {req.path} {cpu:.9f}\n")
 
 
+# (module or services attribute, function, label): the parts of a call, timed inclusively.
+FUNCTIONS = [
+    ("flask", "preprocess_request", "before_request hooks (signature, claim, limiter, ...)"),
+    ("flask", "process_response", "after_request hooks"),
+    ("ivr.voice", "is_signed_by_twilio", "signature check"),
+    ("ivr.voice", "_caller_to_find", "form and phone numbers, for the claim"),
+    ("store", "claim_webhook_finding", "store: claim webhook + find caller"),
+    ("store", "reserve_send", "store: reserve send + log + keep"),
+    ("store", "claim_attempt", "store: claim attempt"),
+    ("store", "record_join", "store: record join + keep"),
+    ("store", "sends_done", "store: sends done"),
+    ("codes", "send", "provider: send code"),
+    ("codes", "check", "provider: check code"),
+    ("ivr.twiml", "welcome", "TwiML: welcome"),
+    ("ivr.twiml", "join_conference", "TwiML: join"),
+    ("log", "info", "log lines (ivr.voice)"),
+    ("metrics", "call", "metrics: call outcome"),
+    ("sender", "send", "hand the send to a sender thread"),
+]
+
+
 def post_worker_init(worker) -> None:
     sending = sys.modules.get("ivr.sending")
     if sending is None:
         return  # the floor: it sends inside /voice
+    if os.environ.get("BENCH_CPU_FUNCTIONS") == "1":
+        _time_functions(worker.wsgi)
     run_job = sending._logging_failures
 
     def timed_job(job, *args) -> None:
@@ -55,6 +84,38 @@ def post_worker_init(worker) -> None:
             _record(f"{started[0]:.6f} (sender) {time.thread_time() - started[1]:.9f}\n")
 
     sending._logging_failures = timed_job
+
+
+def _time_functions(app) -> None:
+    import ivr.twiml
+    import ivr.voice
+
+    services = app.extensions["ivr"]
+    owners = {
+        "flask": app,
+        "ivr.voice": ivr.voice,
+        "ivr.twiml": ivr.twiml,
+        "store": services.store,
+        "codes": services.codes,
+        "metrics": services.metrics,
+        "sender": services.sender,
+        "log": ivr.voice.log,
+    }
+    for owner, name, label in FUNCTIONS:
+        _time(owners[owner], name, label)
+
+
+def _time(owner, name: str, label: str) -> None:
+    original = getattr(owner, name)
+
+    def timed(*args, **kwargs):
+        started = (time.time(), time.thread_time())
+        try:
+            return original(*args, **kwargs)
+        finally:
+            _record(f"{started[0]:.6f} fn:{label} {time.thread_time() - started[1]:.9f}\n")
+
+    setattr(owner, name, timed)
 
 
 def _record(line: str) -> None:

@@ -60,10 +60,15 @@ def webhook_cpu(folder: Path, start: float, end: float) -> dict[str, list[float]
     by_path: dict[str, list[float]] = {}
     for file in folder.glob("*.txt"):
         for line in file.read_text().splitlines():
-            fields = line.split(" ")
-            if len(fields) != 3:
+            # "wall path cpu"; a timed function's path ("fn:<label>") has spaces of its own.
+            started, _, rest = line.partition(" ")
+            path, _, cpu = rest.rpartition(" ")
+            try:
+                started, cpu = float(started), float(cpu)
+            except ValueError:
                 continue  # the last line of a worker killed while writing it
-            started, path, cpu = float(fields[0]), fields[1], float(fields[2])
+            if not path:
+                continue
             if start <= started <= end:
                 by_path.setdefault(path, []).append(cpu)
     return by_path
@@ -119,6 +124,7 @@ def summarize(bursts: Sequence[Burst]) -> dict[str, Any]:
         "voice_cpu_ms": _mean_cpu_ms(bursts, "/voice"),
         "gather_cpu_ms": _mean_cpu_ms(bursts, "/gather"),
         "sender_cpu_ms_per_call": _cpu_ms_per_call(bursts, "(sender)"),
+        "functions": _functions(bursts),
         "repeats": [_one_repeat(b) for b in bursts],
     }
 
@@ -134,6 +140,42 @@ def _cpu_ms_per_call(bursts: Sequence[Burst], path: str) -> float | None:
     calls = sum(len(burst.results) for burst in bursts)
     seconds = [cpu for burst in bursts for cpu in burst.webhook_cpu.get(path, [])]
     return 1000 * sum(seconds) / calls if seconds and calls else None
+
+
+def _functions(bursts: Sequence[Burst]) -> dict[str, dict[str, float]]:
+    """Return the CPU of each timed function (--cpu-by-function): per call and per use."""
+    calls = sum(len(burst.results) for burst in bursts)
+    found: dict[str, list[float]] = {}
+    for burst in bursts:
+        for path, seconds in burst.webhook_cpu.items():
+            if path.startswith("fn:"):
+                found.setdefault(path[3:], []).extend(seconds)
+    return {
+        label: {
+            "ms_per_call": 1000 * sum(seconds) / calls,
+            "us_each": 1e6 * sum(seconds) / len(seconds),
+            "uses_per_call": len(seconds) / calls,
+        }
+        for label, seconds in sorted(found.items(), key=lambda item: -sum(item[1]))
+        if calls
+    }
+
+
+def function_table(summary: dict[str, Any]) -> str:
+    """Return where the line's CPU went by function (--cpu-by-function), or "" without it."""
+    functions = summary.get("functions") or {}
+    if not functions:
+        return ""
+    lines = [
+        "CPU by function on the line's threads (inclusive; timing them adds its own cost):",
+        f"  {'function':56} {'per call':>9} {'each':>9} {'uses':>5}",
+    ]
+    for label, numbers in functions.items():
+        lines.append(
+            f"  {label:56} {numbers['ms_per_call']:6.3f} ms {numbers['us_each']:6.0f} us "
+            f"{numbers['uses_per_call']:5.2f}"
+        )
+    return "\n".join(lines)
 
 
 def _one_repeat(burst: Burst) -> dict[str, Any]:

@@ -198,6 +198,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "profile per server and prints the hottest functions",
     )
     parser.add_argument(
+        "--cpu-by-function",
+        action="store_true",
+        help="time the parts of a call (store calls, provider calls, signature, TwiML, log "
+        "lines, hooks) on the line's busy threads and print CPU per call for each "
+        "(bench/cpu_meter.py's FUNCTIONS); adds its own cost to the totals",
+    )
+    parser.add_argument(
         "--profile-idle",
         action="store_true",
         help="with --profile: also sample threads waiting on I/O (wall time)",
@@ -335,6 +342,9 @@ class Bench:
                 f"{args.database}, {args.repeat} repeat(s) pooled:"
             )
             print(report.phase_table(entry["project"], entry["floor"]))
+            functions = report.function_table(entry["project"])
+            if functions:
+                print(functions)
             print("Goals (issue 12):")
             print(report.goals_text(entry["project"], entry["floor"]))
             for name in dict.fromkeys(check.name for check in checks):
@@ -373,6 +383,8 @@ class Bench:
         env = self.app_env(database)
         if args.metrics == "on":
             env["METRICS_TOKEN"] = METRICS_TOKEN
+        if args.cpu_by_function:
+            env["BENCH_CPU_FUNCTIONS"] = "1"
         if args.servers == 2:
             env["REDIS_URL"] = args.redis_url
             _flush_redis(args.redis_url)
