@@ -93,17 +93,39 @@ class CodeSender:
             if self._marking:
                 return  # the marking thread takes it with its next write
             self._marking = True
-        while True:
+        batch: list[int] = []
+        try:
+            while True:
+                with self._lock:
+                    batch, self._done = self._done, []
+                    if not batch:
+                        self._marking = False
+                        return
+                self._write_done(batch)
+        except BaseException:
+            # Never leave the others waiting on a marker that is gone: the next send marks.
             with self._lock:
-                batch, self._done = self._done, []
-                if not batch:
-                    self._marking = False
-                    return
+                self._done[:0] = batch
+                self._marking = False
+            raise
+
+    def _write_done(self, batch: list[int]) -> None:
+        """Write a group of sends done; if the group fails, try each on its own."""
+        try:
+            self._store.sends_done(batch)
+            return
+        except Exception:
+            if len(batch) == 1:
+                # It reads as stuck once its time is up: its caller then hears an apology.
+                log.exception("could not mark code send %s done", batch[0])
+                return
+            log.warning("could not mark %d code sends done together: marking each", len(batch))
+        # One failure (a database restart) must not cost the others: each gets its own write.
+        for send_id in batch:
             try:
-                self._store.sends_done(batch)
+                self._store.sends_done([send_id])
             except Exception:
-                # Each of these reads as stuck once its time is up: its caller hears an apology.
-                log.exception("could not mark %d code sends done", len(batch))
+                log.exception("could not mark code send %s done", send_id)
 
     def _deliver(self, pending: PendingSend) -> None:
         with call_context(pending.note.call_sid, pending.note.room):

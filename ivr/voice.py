@@ -70,6 +70,8 @@ IDEMPOTENCY_HEADER = "I-Twilio-Idempotency-Token"
 MAX_TOKEN_LENGTH = 128
 # A retry that overtakes the first request waits this long for its answer (Twilio's limit: 15 s).
 RETRY_WAIT_SECONDS = 10
+# Where a request keeps its _Call (WSGI environ keys of an app are dotted with its name).
+CALL_KEY = "ivr.call"
 
 log = logging.getLogger(__name__)
 bp = Blueprint("voice", __name__)
@@ -269,7 +271,7 @@ def gather():
         )
         try:
             taken = caller.live_labels
-            if taken is None:  # not read with the caller (the claim's look-up failed)
+            if taken is None:  # not read with the caller: no idempotency token, or it failed
                 taken = store.live_labels(caller.room)
             label = twiml.participant_label(caller.name, call.phone, taken)
             joining = twiml.join_conference(
@@ -442,11 +444,16 @@ class _Call:
 
     @classmethod
     def from_request(cls) -> _Call:
-        """Return this request's call; read from its form once (the claim and the view ask)."""
-        call = g.get("ivr_call")
+        """Return this request's call; read from its form once (the claim and the view ask).
+
+        Kept with the request itself, not in `g`: a request made inside another's app context
+        (the dev phone, `flask call`) shares its `g`.
+        """
+        call = request.environ.get(CALL_KEY)
         if call is None:
             form = request.form
-            call = g.ivr_call = cls(form.get("From"), form.get("To"), form.get("CallSid"))
+            call = cls(form.get("From"), form.get("To"), form.get("CallSid"))
+            request.environ[CALL_KEY] = call
         return call
 
     def lookup(self, with_live_labels: bool = False) -> CallerLookup:

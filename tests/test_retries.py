@@ -149,3 +149,34 @@ def test_a_right_code_whose_answer_fails_is_settled_and_its_apology_replayed(
             select(NumberGuard.failures, NumberGuard.checking).where(NumberGuard.phone == BLATHERS)
         ).one()
     assert tuple(guard) == (0, 0)
+
+
+def test_a_right_code_whose_live_labels_cannot_be_read_is_settled(app, client, fake_twilio):
+    """Without an idempotency token the view reads the conference's live labels itself, after
+    the check; if that read fails, the caller hears the apology and the check they won is
+    settled as a success all the same."""
+    from sqlalchemy import select
+
+    from ivr.store import NumberGuard
+
+    store = app.extensions["ivr"].store
+    twilio_sends(client, "/voice", call_params(BLATHERS), token=None)
+    settle(app)
+    params = call_params(BLATHERS, Digits=fake_twilio.code_for(BLATHERS))
+
+    def down(room):
+        raise ConnectionError("the database went away")
+
+    store.live_labels, working = down, store.live_labels
+    try:
+        answer = twilio_sends(client, "/gather", params, token=None)
+    finally:
+        store.live_labels = working
+
+    assert answer.status_code == 200
+    assert [s.text for s in twiml_of(answer).iter("Say")] == [twiml.APPLICATION_FAULT]
+    with store.engine.connect() as connection:
+        guard = connection.execute(
+            select(NumberGuard.failures, NumberGuard.checking).where(NumberGuard.phone == BLATHERS)
+        ).one()
+    assert tuple(guard) == (0, 0)

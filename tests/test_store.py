@@ -183,9 +183,19 @@ def test_a_join_settles_its_claim_logs_and_keeps_its_answer_in_one_step(stores):
             select(NumberGuard.failures, NumberGuard.checking).where(NumberGuard.phone == BLATHERS)
         ).one()
     assert tuple(guard) == (0, 0)
+    # A right code while other guesses are still being checked: the count stays (a burst gets
+    # no more than its max_attempts checks), and only this check is settled.
+    assert [store.claim_attempt(MABEL, 3) for _ in range(3)] == [1, 2, 3]
+    other.record_join(Outcome.JOINED_PARTICIPANT, CallNote("CA" + "6" * 32, MABEL, "Mabel", "main"))
+    with store.engine.connect() as connection:
+        guard = connection.execute(
+            select(NumberGuard.failures, NumberGuard.checking).where(NumberGuard.phone == MABEL)
+        ).one()
+    assert tuple(guard) == (3, 2)
+    assert store.claim_attempt(MABEL, 3) is None
     # Without a phone or a token there is nothing to settle or keep, only the row to log.
     store.record_join(Outcome.JOINED_PARTICIPANT, CallNote("CA" + "5" * 32, None, None, "main"))
-    assert len(store.call_log()) == 2
+    assert len(store.call_log()) == 3
 
 
 def test_a_code_is_consumed_once_however_many_try(stores):
@@ -336,8 +346,12 @@ def test_a_database_error_on_the_webhook_path_is_sqlalchemys(stores):
 @pytest.mark.skipif(
     not os.environ.get("TEST_DATABASE_URL"), reason="needs PostgreSQL (TEST_DATABASE_URL)"
 )
-def test_after_a_database_restart_one_webhook_fails_not_one_per_pooled_connection(stores):
-    """A restart kills every pooled connection: the first webhook to find out drops them all."""
+@pytest.mark.parametrize("first_to_find_out", ["single statement", "transaction"])
+def test_after_a_database_restart_one_webhook_fails_not_one_per_pooled_connection(
+    stores, first_to_find_out
+):
+    """A restart kills every pooled connection: the first webhook to find out drops them all,
+    whichever of the two pools (single statements, transactions) it used."""
     from sqlalchemy import create_engine, text
     from sqlalchemy.exc import DBAPIError
 
@@ -359,7 +373,10 @@ def test_after_a_database_restart_one_webhook_fails_not_one_per_pooled_connectio
         )
     admin.dispose()
     with pytest.raises(DBAPIError) as failed:
-        store.claim_webhook("token-1", "/voice")
+        if first_to_find_out == "single statement":
+            store.claim_webhook("token-1", "/voice")
+        else:
+            store.reserve_send(MABEL, 5)
     assert failed.value.connection_invalidated
     # The other stale connections, in both pools, went with it: the next webhooks just work.
     assert [store.claim_webhook(f"token-{n}", "/voice") for n in range(2, 6)] == [None] * 4

@@ -837,6 +837,81 @@ def test_codes_that_go_out_together_are_all_marked_sent(app, fake_twilio):
         assert connection.scalars(select(CodeSend.status)).all() == ["sent"] * SENDS
 
 
+def test_a_group_of_sends_that_cannot_be_marked_together_is_marked_one_by_one(app, fake_twilio):
+    """A write of several sends that fails (a database restart) must not leave the others
+    unmarked: they would read as stuck, and their callers hear an apology instead of joining."""
+    from ivr.sending import SENDER_THREADS, PendingSend
+
+    ivr = app.extensions["ivr"]
+    store = ivr.store
+    writes: list[list[int]] = []
+    mark = store.sends_done
+
+    def restart_during_groups(send_ids):
+        writes.append(list(send_ids))
+        if len(writes) == 1:
+            time.sleep(0.1)  # the first write is slow: the other sends finish meanwhile
+        if len(send_ids) > 1:
+            raise ConnectionError("the database restarted")
+        mark(send_ids)
+
+    store.sends_done = restart_during_groups
+    fake_twilio.latency = 0.05
+    sends = []
+    for n in range(SENDER_THREADS):
+        phone = f"+1202555{100 + n:04d}"
+        note = CallNote(f"CA{n:032d}", phone, None, "main")
+        sends.append(PendingSend(store.reserve_send(phone, 5, note), phone, note))
+    for send in sends:
+        ivr.sender.send(send)
+    ivr.sender.wait_idle()
+
+    assert any(len(write) > 1 for write in writes)  # a group was tried, and failed
+    with store.engine.connect() as connection:
+        assert connection.scalars(select(CodeSend.status)).all() == ["sent"] * SENDER_THREADS
+
+
+def test_a_marker_that_dies_leaves_its_sends_to_the_next(app, fake_twilio):
+    from ivr.sending import PendingSend
+
+    ivr = app.extensions["ivr"]
+    store = ivr.store
+    mark = store.sends_done
+    calls = []
+
+    def dies_once(send_ids):
+        calls.append(list(send_ids))
+        if len(calls) == 1:
+            raise SystemExit("the sender thread is stopped")
+        mark(send_ids)
+
+    store.sends_done = dies_once
+    for n in range(2):
+        phone = f"+1202555{100 + n:04d}"
+        note = CallNote(f"CA{n:032d}", phone, None, "main")
+        ivr.sender.send(PendingSend(store.reserve_send(phone, 5, note), phone, note))
+        ivr.sender.wait_idle()
+
+    with store.engine.connect() as connection:
+        assert connection.scalars(select(CodeSend.status)).all() == ["sent", "sent"]
+
+
+def test_calls_answered_inside_one_app_context_keep_apart(app, client, fake_twilio):
+    """The dev phone and `flask call` post webhooks from inside an app context of their own,
+    so the requests share its `g`: each must still answer its own caller."""
+    with app.app_context():
+        dial_in(client, BLATHERS, call_sid=new_call(1))
+        dial_in(client, MABEL, call_sid=new_call(2))
+
+    store = app.extensions["ivr"].store
+    with store.engine.connect() as connection:
+        rows = connection.execute(
+            select(CallLogEntry.call_sid, CallLogEntry.phone).order_by(CallLogEntry.id)
+        ).all()
+    assert [tuple(row) for row in rows] == [(new_call(1), BLATHERS), (new_call(2), MABEL)]
+    assert codes_sent(fake_twilio, MABEL)
+
+
 def test_a_code_that_went_out_is_never_taken_for_stuck(app, client, fake_twilio):
     dial_in(client, BLATHERS)
     age_sends(app, stuck_age(app))
