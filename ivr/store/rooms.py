@@ -26,7 +26,13 @@ from ivr.store.models import (
     SendStatus,
     utcnow,
 )
-from ivr.store.webhooks import ANSWERS, SeenBefore, claim, sweep_now_and_then
+from ivr.store.webhooks import (
+    ANSWER_OF,
+    SeenBefore,
+    claim,
+    claim_statement,
+    sweep_now_and_then,
+)
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +85,7 @@ def _caller_at_line():
 
 
 _CALLER_AT_LINE = Prepared(_caller_at_line())
-CALLER_COLUMNS = len(_caller_at_line().selected_columns)
+CALLER_COLUMNS = len(_CALLER_AT_LINE.statement.selected_columns)
 
 
 def _claim_and_find(with_live_labels: bool):
@@ -91,17 +97,9 @@ def _claim_and_find(with_live_labels: bool):
     room's conference (an array, NULL for none). Bind parameters: token, path, at and those of
     `caller_at_line`.
     """
-    claimed = (
-        postgresql.insert(ANSWERS)
-        .values(token=bindparam("token"), path=bindparam("path"), answer=None, at=bindparam("at"))
-        .on_conflict_do_nothing(index_elements=[ANSWERS.c.token])
-        .returning(ANSWERS.c.token)
-        .cte("claimed")
-    )
+    claimed = claim_statement(postgresql.insert).cte("claimed")
     won = select(func.count()).select_from(claimed).scalar_subquery()
-    answered = (
-        select(ANSWERS.c.answer).where(ANSWERS.c.token == bindparam("token")).scalar_subquery()
-    )
+    answered = ANSWER_OF.scalar_subquery()
     caller = _caller_at_line().subquery("caller")
     columns = [won, answered, *caller.c]
     if with_live_labels:
@@ -363,9 +361,10 @@ class RoomStore(Database):
     def claim_webhook_finding(self, token: str, path: str, lookup: CallerLookup) -> Claimed:
         """Claim a webhook's idempotency token and find its caller, on one connection.
 
-        What /voice and /gather need before they act, in one trip to the database (one
-        transaction on SQLite; on PostgreSQL the claim commits first, as `claim_webhook`'s
-        does). A retry acts on nothing, so for one (SeenBefore) no caller is looked up.
+        What /voice and /gather need before they act, in one trip to the database: one
+        transaction on SQLite, one statement on PostgreSQL (`_claim_and_find`). With
+        `lookup.with_live_labels` the labels in the caller's conference come too. A retry acts
+        on nothing, so for one (SeenBefore) no caller is looked up.
         """
         if self.dialect == "postgresql":
             return self._claim_and_find(token, path, lookup)
@@ -380,8 +379,8 @@ class RoomStore(Database):
                     caller = replace(caller, live_labels=labels)
                 return Claimed(None, caller, looked_up=True)
             except SQLAlchemyError:
-                # On PostgreSQL the claim stands: the view looks again, and what it answers
-                # (an apology if the database is gone) is kept for Twilio's retries.
+                # The claim stands: the view looks again, and what it answers (an apology if
+                # the database is gone) is kept for Twilio's retries.
                 log.warning("caller look-up with the webhook claim failed; the view looks again")
                 return Claimed(None)
 

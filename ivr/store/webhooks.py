@@ -16,29 +16,37 @@ KEEP_ANSWERS = timedelta(days=1)
 # Old answers are swept by about one claim in this many, so most claims are one statement.
 SWEEP_EVERY = 200
 
-ANSWERS = _answers = WebhookAnswer.__table__
-_CLAIM = Prepared(
-    lambda insert: (
-        insert(_answers)
+ANSWERS = WebhookAnswer.__table__
+
+
+def claim_statement(insert):
+    """The upsert that claims a token, returning it only to the one request that wins
+    (bind parameters token, path, at); `insert` is the dialect's (ON CONFLICT)."""
+    return (
+        insert(ANSWERS)
         .values(token=bindparam("token"), path=bindparam("path"), answer=None, at=bindparam("at"))
-        .on_conflict_do_nothing(index_elements=[_answers.c.token])
-        .returning(_answers.c.token)
+        .on_conflict_do_nothing(index_elements=[ANSWERS.c.token])
+        .returning(ANSWERS.c.token)
     )
-)
-_ANSWER_OF = Prepared(select(_answers.c.answer).where(_answers.c.token == bindparam("token")))
+
+
+_CLAIM = Prepared(claim_statement)
+# The answer kept for a token (bind parameter token).
+ANSWER_OF = select(ANSWERS.c.answer).where(ANSWERS.c.token == bindparam("token"))
+_ANSWER_OF = Prepared(ANSWER_OF)
 
 
 def keep_statement():
     """The UPDATE that keeps a claimed request's answer (bind parameters the_token, answer)."""
     return (
-        update(_answers)
-        .where(_answers.c.token == bindparam("the_token"))
+        update(ANSWERS)
+        .where(ANSWERS.c.token == bindparam("the_token"))
         .values(answer=bindparam("answer"))
     )
 
 
 _KEEP = Prepared(keep_statement())
-_SWEEP = Prepared(delete(_answers).where(_answers.c.at < bindparam("before")))
+_SWEEP = Prepared(delete(ANSWERS).where(ANSWERS.c.at < bindparam("before")))
 
 
 @dataclass(frozen=True)
