@@ -74,16 +74,7 @@ def post_worker_init(worker) -> None:
         return  # the floor: it sends inside /voice
     if os.environ.get("BENCH_CPU_FUNCTIONS") == "1":
         _time_functions(worker.wsgi)
-    run_job = sending._logging_failures
-
-    def timed_job(job, *args) -> None:
-        started = (time.time(), time.thread_time())
-        try:
-            run_job(job, *args)
-        finally:
-            _record(f"{started[0]:.6f} (sender) {time.thread_time() - started[1]:.9f}\n")
-
-    sending._logging_failures = timed_job
+    _time(sending, "_logging_failures", "(sender)")
 
 
 def _time_functions(app) -> None:
@@ -102,10 +93,11 @@ def _time_functions(app) -> None:
         "log": ivr.voice.log,
     }
     for owner, name, label in FUNCTIONS:
-        _time(owners[owner], name, label)
+        _time(owners[owner], name, f"fn:{label}")
 
 
-def _time(owner, name: str, label: str) -> None:
+def _time(owner, name: str, path: str) -> None:
+    """Replace `owner.name` with itself timed: each use's thread CPU recorded as `path`."""
     original = getattr(owner, name)
 
     def timed(*args, **kwargs):
@@ -113,7 +105,7 @@ def _time(owner, name: str, label: str) -> None:
         try:
             return original(*args, **kwargs)
         finally:
-            _record(f"{started[0]:.6f} fn:{label} {time.thread_time() - started[1]:.9f}\n")
+            _record(f"{started[0]:.6f} {path} {time.thread_time() - started[1]:.9f}\n")
 
     setattr(owner, name, timed)
 

@@ -145,6 +145,8 @@ def _cpu_ms_per_call(bursts: Sequence[Burst], path: str) -> float | None:
 def _functions(bursts: Sequence[Burst]) -> dict[str, dict[str, float]]:
     """Return the CPU of each timed function (--cpu-by-function): per call and per use."""
     calls = sum(len(burst.results) for burst in bursts)
+    if not calls:
+        return {}
     found: dict[str, list[float]] = {}
     for burst in bursts:
         for path, seconds in burst.webhook_cpu.items():
@@ -157,7 +159,6 @@ def _functions(bursts: Sequence[Burst]) -> dict[str, dict[str, float]]:
             "uses_per_call": len(seconds) / calls,
         }
         for label, seconds in sorted(found.items(), key=lambda item: -sum(item[1]))
-        if calls
     }
 
 
