@@ -30,6 +30,7 @@ from ivr.store import (  # noqa: E402
     ParticipantRow,
     Role,
     Store,
+    StoredCode,
     utcnow,
 )
 
@@ -55,22 +56,27 @@ def main(argv: list[str]) -> int:
         def note(n: int) -> CallNote:
             return CallNote(f"CA{n:032d}", phones[n % CALLERS], "Caller", "main")
 
-        def claim_and_find(n: int, path: str, with_live_labels: bool):
+        def claim_and_find(n: int, path: str, for_a_check: bool):
+            # /gather reads the live labels and claims its code check with the caller.
+            checks = 10**9 if for_a_check else None
             lookup = CallerLookup(
-                phones[n % CALLERS], LINE, f"CA{n:032d}", utcnow(), with_live_labels
+                phones[n % CALLERS], LINE, f"CA{n:032d}", utcnow(), for_a_check, checks
             )
             return store.claim_webhook_finding(uuid.uuid4().hex, path, lookup)
 
         operations = {
             "claim webhook + find caller (/voice)": lambda n: claim_and_find(n, "/voice", False),
-            "reserve send + log + keep answer (/voice)": lambda n: store.reserve_send(
-                phones[n % CALLERS], 5, note(n), answer=KeptAnswer(uuid.uuid4().hex, "<Response/>")
+            "reserve send + log + keep answer + code (/voice)": lambda n: store.reserve_send(
+                phones[n % CALLERS],
+                5,
+                note(n),
+                answer=KeptAnswer(uuid.uuid4().hex, "<Response/>"),
+                code=StoredCode("0" * 64, utcnow()),
             ),
             "send done (code sender, alone)": lambda n: store.sends_done([n]),
-            "claim webhook + find caller + live labels (/gather)": lambda n: claim_and_find(
+            "claim webhook + find caller, labels, check (/gather)": lambda n: claim_and_find(
                 n, "/gather", True
             ),
-            "claim attempt (/gather)": lambda n: store.claim_attempt(phones[n % CALLERS], 1000),
             "record join + keep answer (/gather)": lambda n: store.record_join(
                 Outcome.JOINED_PARTICIPANT, note(n), KeptAnswer(uuid.uuid4().hex, "<Response/>")
             ),

@@ -19,7 +19,14 @@ from typing import Any
 from ivr.logs import call_context
 from ivr.metrics import NO_METRICS, Metrics
 from ivr.store import CallNote, Outcome, SendStatus, Store
-from ivr.verification import LINE, Channel, CodeProvider, ProviderError, SendRefused
+from ivr.verification import (
+    LINE,
+    Channel,
+    CodeProvider,
+    NewCode,
+    ProviderError,
+    SendRefused,
+)
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +42,8 @@ class PendingSend:
     channel: Channel = "sms"
     # The room's language: the code's text (or Verify's message) is in it.
     language: str | None = None
+    # The code to deliver, stored with the reservation; None: the provider makes one.
+    code: NewCode | None = None
 
 
 class CodeSender:
@@ -133,7 +142,9 @@ class CodeSender:
 
     def _deliver_for_call(self, pending: PendingSend) -> None:
         try:
-            self._codes.send(pending.phone, pending.channel, language=pending.language)
+            self._codes.send(
+                pending.phone, pending.channel, language=pending.language, code=pending.code
+            )
             self._metrics.code_sent(pending.channel, LINE)
             # The call log already says "code sent"; the send is marked done, not stuck.
             self._mark_done(pending.send_id)

@@ -102,10 +102,13 @@ def answer_retries_once() -> Response | None:
         seen = store.claim_webhook(token, request.path)
     else:
         # The view's first question, answered in the same trip to the database as the claim.
-        claimed = store.claim_webhook_finding(token, request.path, lookup)
+        # /voice writes next before it waits on anything: on SQLite, that write joins the
+        # claim's transaction (until then the process's other writers wait for it).
+        holding = request.endpoint == "voice.voice"
+        claimed = store.claim_webhook_finding(token, request.path, lookup, hold=holding)
         seen = claimed.seen
         if claimed.looked_up:
-            g.caller_found = (lookup, claimed.caller)
+            g.caller_found = (lookup, claimed)
     if seen is None:
         g.webhook_token = token
         return None
@@ -129,6 +132,15 @@ def keep_the_answer(response: Response) -> Response:
     return response
 
 
+@bp.teardown_request
+def commit_what_the_claim_held(_error: BaseException | None = None) -> None:
+    """Commit the claim's transaction if /voice answered without writing (see above)."""
+    try:
+        services().store.commit_held()
+    except Exception:  # the answer is out; a retry then acts afresh
+        log.exception("could not commit the webhook's claim")
+
+
 def _caller_to_find() -> CallerLookup | None:
     """Return whom this request's view will look up first, if it is /voice or a /gather with
     digits from a usable caller ID; None if it looks up no one, or not first."""
@@ -139,8 +151,11 @@ def _caller_to_find() -> CallerLookup | None:
     call = _Call.from_request()
     if call.phone is None:
         return None
-    # A right code's answer needs the labels in the conference: read with the caller.
-    return call.lookup(with_live_labels=request.endpoint == "voice.gather")
+    if request.endpoint == "voice.voice":
+        return call.lookup()
+    # A right code's answer needs the labels in the conference: read with the caller. The
+    # check is claimed with them too: the view claims it first thing after the look-up anyway.
+    return call.lookup(with_live_labels=True, claiming_a_check=current_app.config["MAX_ATTEMPTS"])
 
 
 def _same_call(lookup: CallerLookup, call: _Call) -> bool:
@@ -215,8 +230,14 @@ def voice():
 
     note = call.note(caller)
     welcome = _welcome(caller, by).to_xml()
+    # A built-in code is made now, and stored with the reservation: one transaction.
+    code = services().codes.new_code(call.phone)
     send_id = services().store.reserve_send(
-        call.phone, SENDS_PER_HOUR, note, answer=_kept_with_change(welcome)
+        call.phone,
+        SENDS_PER_HOUR,
+        note,
+        answer=_kept_with_change(welcome),
+        code=code.stored if code else None,
     )
     if send_id is None:
         call.log(Outcome.SEND_LIMIT, caller)
@@ -226,7 +247,7 @@ def voice():
     services().metrics.call(Outcome.CODE_SENT, caller.room)
     # The greeting does not wait for Twilio: the code is sent while the caller hears it.
     language = _language_of(caller)
-    services().sender.send(PendingSend(send_id, call.phone, note, CHANNELS[by], language))
+    services().sender.send(PendingSend(send_id, call.phone, note, CHANNELS[by], language, code))
     return _answer_kept(welcome)
 
 
@@ -244,14 +265,16 @@ def gather():
     if caller is None or caller.name is None:
         return call.unknown_number(caller)
     if _is_locked(caller):
+        call.give_back_early_attempt()
         return call.locked_out(caller, caller.locked_until)
     by_app = caller.code_by == CodeBy.APP
     if caller.send_status in UNSENT and not by_app:
+        call.give_back_early_attempt()
         return call.unsent(caller, caller.send_status)
 
     config = current_app.config
     # Claimed before the check, so that a burst of guesses cannot all be checked at once.
-    attempt = store.claim_attempt(call.phone, config["MAX_ATTEMPTS"])
+    attempt = call.claim_attempt(config["MAX_ATTEMPTS"])
     if attempt is None:
         return call.locked_out(caller, store.locked_until(call.phone) or _lockout_from_now())
     if SIX_DIGITS.fullmatch(digits):
@@ -441,6 +464,10 @@ class _Call:
         self.phone = caller_phone(raw_from)
         self.line = parse_phone(to or "")
         self.call_sid = call_sid
+        # A code check claimed with the caller's look-up (see _caller_to_find) and not yet
+        # taken by the view: whether there is one, and which attempt (None: none was left).
+        self._claimed_early = False
+        self._early_attempt: int | None = None
 
     @classmethod
     def from_request(cls) -> _Call:
@@ -456,8 +483,13 @@ class _Call:
             request.environ[CALL_KEY] = call
         return call
 
-    def lookup(self, with_live_labels: bool = False) -> CallerLookup:
-        return CallerLookup(self.phone, self.line, self.call_sid, _stuck_before(), with_live_labels)
+    def lookup(
+        self, with_live_labels: bool = False, claiming_a_check: int | None = None
+    ) -> CallerLookup:
+        stuck_before = _stuck_before()
+        return CallerLookup(
+            self.phone, self.line, self.call_sid, stuck_before, with_live_labels, claiming_a_check
+        )
 
     def caller_at_line(self) -> CallerAtLine | None:
         """Return who the caller is on the dialled line; name its room in the log lines.
@@ -466,7 +498,9 @@ class _Call:
         """
         found = g.pop("caller_found", None)
         if found is not None and _same_call(found[0], self):
-            caller = found[1]
+            claimed = found[1]
+            caller = claimed.caller
+            self._claimed_early, self._early_attempt = claimed.attempt_claimed, claimed.attempt
         else:
             caller = services().store.caller_at_line(
                 self.phone, self.line, self.call_sid, _stuck_before()
@@ -474,6 +508,20 @@ class _Call:
         if caller is not None:
             name_room(caller.room)
         return caller
+
+    def claim_attempt(self, max_attempts: int) -> int | None:
+        """Claim a code check for the caller (see `Store.claim_attempt`): the one claimed with
+        their look-up, if it was, else one now."""
+        if self._claimed_early:
+            self._claimed_early = False
+            return self._early_attempt
+        return services().store.claim_attempt(self.phone, max_attempts)
+
+    def give_back_early_attempt(self) -> None:
+        """Give back the check claimed with the look-up, for a caller refused before any check."""
+        if self._claimed_early and self._early_attempt is not None:
+            services().store.give_back_attempt(self.phone)
+        self._claimed_early = False
 
     def ask_for_app_code(self, caller: CallerAtLine) -> Response:
         """Ask for the code the caller's authenticator app shows: nothing is sent."""

@@ -35,13 +35,26 @@ def line(request, environment, tmp_path, fake_twilio):  # noqa: F811 - the impor
         fake_twilio.latency = 0.0
 
 
-def post(session: requests.Session, base: str, path: str, params: dict) -> requests.Response:
+@pytest.fixture(params=["with tokens", "without tokens"])
+def tokens(request) -> bool:
+    """Whether the guesses carry I-Twilio-Idempotency-Token, as Twilio's requests do: with
+    one, the check is claimed with the caller's look-up as the webhook is claimed."""
+    return request.param == "with tokens"
+
+
+def post(
+    session: requests.Session, base: str, path: str, params: dict, token: str | None = None
+) -> requests.Response:
     headers = {"X-Twilio-Signature": sign(base + path, params)}
+    if token is not None:
+        headers["I-Twilio-Idempotency-Token"] = token
     return session.post(base + path, data=params, headers=headers, timeout=30)
 
 
-def released_together(base: str, codes: list[str]) -> list[ET.Element]:
-    """POST one /gather per code, all for one call, released at once; return the TwiML answers."""
+def released_together(base: str, codes: list[str], tokens: bool) -> list[ET.Element]:
+    """POST one /gather per code, all for one call, released at once; return the TwiML answers.
+
+    With `tokens` each carries an idempotency token of its own, as Twilio's requests do."""
     sessions = [requests.Session() for _ in codes]
     for session in sessions:
         # Connect before the barrier, so the requests leave together.
@@ -52,7 +65,8 @@ def released_together(base: str, codes: list[str]) -> list[ET.Element]:
     def guess(index: int) -> None:
         params = call_params(BLATHERS, call_sid=CALL_SID, Digits=codes[index])
         barrier.wait()
-        response = post(sessions[index], base, "/gather", params)
+        token = f"guess-{index}-{CALL_SID}" if tokens else None
+        response = post(sessions[index], base, "/gather", params, token)
         assert response.status_code == 200
         answers[index] = ET.fromstring(response.content)
 
@@ -89,11 +103,12 @@ def wrong_codes(right: str, count: int) -> list[str]:
     return sorted(codes)[:count]
 
 
-def test_a_burst_of_wrong_codes_gets_exactly_max_attempts_checked(line, fake_twilio):
+def test_a_burst_of_wrong_codes_gets_exactly_max_attempts_checked(line, tokens, fake_twilio):
     base, provider = line
     right = start_call(base, fake_twilio)
 
-    answers = [kind(answer) for answer in released_together(base, wrong_codes(right, BURST))]
+    burst = released_together(base, wrong_codes(right, BURST), tokens)
+    answers = [kind(answer) for answer in burst]
 
     # Two are told "incorrect", the third wrong check locks, and the rest were never checked.
     assert answers.count("wrong") == MAX_ATTEMPTS - 1
@@ -108,14 +123,14 @@ def test_a_burst_of_wrong_codes_gets_exactly_max_attempts_checked(line, fake_twi
 
 
 def test_the_right_code_hidden_in_a_burst_joins_only_if_it_was_one_of_the_checked(
-    line, fake_twilio
+    line, tokens, fake_twilio
 ):
     base, provider = line
     right = start_call(base, fake_twilio)
     codes = wrong_codes(right, BURST - 1)
     codes.insert(random.randrange(BURST), right)
 
-    answers = [kind(answer) for answer in released_together(base, codes)]
+    answers = [kind(answer) for answer in released_together(base, codes, tokens)]
 
     joined = answers.count("joined")
     assert joined <= 1

@@ -180,3 +180,27 @@ def test_a_right_code_whose_live_labels_cannot_be_read_is_settled(app, client, f
             select(NumberGuard.failures, NumberGuard.checking).where(NumberGuard.phone == BLATHERS)
         ).one()
     assert tuple(guard) == (0, 0)
+
+
+def test_every_voice_answer_leaves_its_claim_committed_and_no_writer_waiting(
+    app, client, fake_twilio
+):
+    """On SQLite /voice's claim waits open for the view's first write: whatever that is - the
+    reservation, the kept answer of a repeated /voice, a call log row - it commits the claim,
+    and the process's other writers go on at once."""
+    store = app.extensions["ivr"].store
+    answers = [
+        twilio_sends(client, "/voice", call_params(BLATHERS), token="reserves"),
+        twilio_sends(client, "/voice", call_params(BLATHERS), token="asks-again"),
+        twilio_sends(client, "/voice", call_params("+18005550199"), token="stranger"),
+    ]
+    settle(app)
+
+    assert [response.status_code for response in answers] == [200, 200, 200]
+    for response, token in zip(answers, ["reserves", "asks-again", "stranger"], strict=True):
+        assert store.answer_of(token) == response.get_data(as_text=True)
+    writer = threading.Thread(target=store.claim_webhook, args=("another-write", "/voice"))
+    writer.start()
+    writer.join(5)
+    assert not writer.is_alive()
+    assert outcomes(app) == ["code sent", "unknown number"]

@@ -5,12 +5,26 @@ from __future__ import annotations
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
-from ivr.store import NumberGuard, ParticipantRow, Role, Room, SignInGuard, Store, utcnow
+from ivr.store import (
+    CallerLookup,
+    CallNote,
+    KeptAnswer,
+    NumberGuard,
+    Outcome,
+    ParticipantRow,
+    Role,
+    Room,
+    SignInGuard,
+    Store,
+    StoredCode,
+    utcnow,
+)
+from ivr.store.models import WebhookAnswer
 from tests.conftest import BLATHERS, MABEL, MODERATOR, create_tables, lock_out
 
 THREADS = 8
@@ -143,7 +157,8 @@ def test_concurrent_calls_reserve_log_and_keep_only_up_to_the_cap(stores):
     def reserve(store, n):
         note = CallNote(f"CA{n:032d}", BLATHERS, "Blathers", "main")
         kept = KeptAnswer(tokens[n], f"<Response>{n}</Response>")
-        return store.reserve_send(BLATHERS, 5, note, answer=kept)
+        code = StoredCode(f"hash-{n}", utcnow() + timedelta(minutes=5))
+        return store.reserve_send(BLATHERS, 5, note, answer=kept, code=code)
 
     results = released_together(
         [(lambda s=s, n=n: reserve(s, n)) for n, s in enumerate([first, second] * 6)]
@@ -157,6 +172,28 @@ def test_concurrent_calls_reserve_log_and_keep_only_up_to_the_cap(stores):
     for n, token in enumerate(tokens):
         expected = f"<Response>{n}</Response>" if n in reserved else None
         assert first.answer_of(token) == expected
+    # The code stored is one that went with a reserved send, never a refused one's.
+    assert first.pending_code(BLATHERS)[0] in {f"hash-{n}" for n in reserved}
+
+
+@pytest.mark.skipif(
+    not os.environ.get("TEST_DATABASE_URL"), reason="needs PostgreSQL (TEST_DATABASE_URL)"
+)
+def test_a_reservation_that_fails_part_way_leaves_nothing(stores):
+    """The row lock, the send, its log row, the kept answer and the code stand or fall
+    together, sent in one round trip. (SQLite keeps text of any length: nothing fails.)"""
+    from sqlalchemy.exc import DBAPIError
+
+    store, other = stores
+    assert store.claim_webhook("token-1", "/voice") is None
+    too_long = CallNote(VOICE_CALL, BLATHERS, "B" * 500, "main")  # longer than the log keeps
+    code = StoredCode("hash-1", utcnow() + timedelta(minutes=5))
+    with pytest.raises(DBAPIError):
+        store.reserve_send(BLATHERS, 5, too_long, answer=KeptAnswer("token-1", "<R/>"), code=code)
+    assert (other.answer_of("token-1"), other.pending_code(BLATHERS)) == (None, None)
+    assert other.call_log() == []
+    # The connection is fine for the next reservation.
+    assert store.reserve_send(BLATHERS, 5, VOICE_NOTE, code=code) is not None
 
 
 def test_a_join_settles_its_claim_logs_and_keeps_its_answer_in_one_step(stores):
@@ -329,6 +366,156 @@ def test_a_caller_is_found_with_the_claim_of_their_webhook(stores):
     store.reserve_send(BLATHERS, 5, CallNote("CA" + "3" * 32, BLATHERS, "Blathers", "main"))
     claimed = store.claim_webhook_finding("token-2", "/gather", lookup)
     assert claimed.caller.send_status == SendStatus.STARTED
+
+
+def test_a_code_check_is_claimed_with_the_look_up_for_a_listed_caller_only(stores):
+    """/gather claims its check with the webhook claim: counted as `claim_attempt` counts, for
+    a caller on the dialled line's list, never for a retry or a number not on the list."""
+    from ivr.store import CallerLookup
+
+    store, other = stores
+    store.import_participants([ParticipantRow(BLATHERS, "Blathers", Role.PARTICIPANT)])
+
+    def gather(store, token, phone=BLATHERS):
+        lookup = CallerLookup(phone, None, "CA" + "4" * 32, claiming_a_check=3)
+        return store.claim_webhook_finding(token, "/gather", lookup)
+
+    first = gather(store, "token-1")
+    assert (first.attempt, first.attempt_claimed, first.caller.name) == (1, True, "Blathers")
+    assert (gather(other, "token-2").attempt, store.claim_attempt(BLATHERS, 3)) == (2, 3)
+    # The window is used up until a claim settles: the look-up claims nothing then.
+    refused = gather(other, "token-3")
+    assert (refused.attempt, refused.attempt_claimed, refused.caller.name) == (
+        None,
+        True,
+        "Blathers",
+    )
+    # A retry claims nothing, and neither does a number not on the list.
+    retry = gather(other, "token-1")
+    assert (retry.seen.answer, retry.attempt, retry.attempt_claimed) == (None, None, False)
+    stranger = gather(store, "token-4", MABEL)
+    assert (stranger.caller.name, stranger.attempt, stranger.attempt_claimed) == (None, None, True)
+    with store.engine.connect() as connection:
+        rows = connection.execute(select(NumberGuard.phone, NumberGuard.failures)).all()
+    assert rows == [(BLATHERS, 3)]
+
+
+def test_a_burst_of_claims_with_look_ups_claims_at_most_max_attempts(stores):
+    """Released together on two instances' engines: at most three checks are claimed."""
+    from ivr.store import CallerLookup
+
+    first, second = stores
+    first.import_participants([ParticipantRow(BLATHERS, "Blathers", Role.PARTICIPANT)])
+    lookup = CallerLookup(BLATHERS, None, "CA" + "5" * 32, claiming_a_check=3)
+    claims = together(
+        (lambda store=store, n=n: store.claim_webhook_finding(f"token-{n}", "/gather", lookup))
+        for n, store in enumerate([first, second] * 12)
+    )
+    assert sorted(claim.attempt for claim in claims if claim.attempt is not None) == [1, 2, 3]
+    assert all(claim.attempt_claimed for claim in claims)
+
+
+VOICE_CALL = "CA" + "6" * 32
+VOICE_NOTE = CallNote(VOICE_CALL, BLATHERS, "Blathers", "main")
+
+
+def voice_claim(store, token: str, hold: bool = True):
+    """/voice's claim of its webhook, holding SQLite's transaction open for its next write."""
+    store.import_participants([ParticipantRow(BLATHERS, "Blathers", Role.PARTICIPANT)])
+    lookup = CallerLookup(BLATHERS, None, VOICE_CALL)
+    return store.claim_webhook_finding(token, "/voice", lookup, hold)
+
+
+def claims_seen_by(store) -> int:
+    with store.engine.connect() as connection:
+        return connection.scalar(select(func.count()).select_from(WebhookAnswer))
+
+
+def writers_started(*stores) -> list[threading.Thread]:
+    """A call log write from each store, each on a thread of its own."""
+    threads = [
+        threading.Thread(target=store.log_call, args=(Outcome.UNKNOWN_NUMBER, VOICE_NOTE))
+        for store in stores
+    ]
+    for thread in threads:
+        thread.start()
+    return threads
+
+
+def test_a_held_claim_commits_with_its_threads_next_write_while_other_writers_wait(stores):
+    """/voice's claim and its reservation commit together on SQLite; meanwhile this process's
+    other writers and another instance's wait for them (and are not lost). PostgreSQL commits
+    the claim at once: its statement is the claim's whole transaction."""
+    store, other = stores
+    assert voice_claim(store, "token-1").caller.name == "Blathers"
+    held = store.dialect == "sqlite"
+    assert claims_seen_by(other) == (0 if held else 1)
+
+    waiting = writers_started(store, other)
+    for thread in waiting:
+        thread.join(0.3)
+    assert [thread.is_alive() for thread in waiting] == [held, held]
+
+    store.reserve_send(BLATHERS, 5, VOICE_NOTE, answer=KeptAnswer("token-1", "<Response/>"))
+    for thread in waiting:
+        thread.join(15)
+        assert not thread.is_alive()
+    assert other.answer_of("token-1") == "<Response/>"
+    logged = [entry.outcome for entry in other.call_events(VOICE_CALL)]
+    assert sorted(logged) == ["code sent", "unknown number", "unknown number"]
+
+
+def test_a_held_claim_without_a_next_write_is_committed_by_commit_held(stores):
+    store, other = stores
+    voice_claim(store, "token-1")
+
+    store.commit_held()
+    store.commit_held()  # nothing held: nothing to do
+
+    assert claims_seen_by(other) == 1
+    [writer] = writers_started(other)
+    writer.join(5)
+    assert not writer.is_alive()
+
+
+def test_a_retry_holds_nothing(stores):
+    store, other = stores
+    voice_claim(store, "token-1", hold=False)
+
+    retry = voice_claim(other, "token-1")
+
+    assert (retry.seen.answer, retry.looked_up) == (None, False)
+    [writer] = writers_started(store)
+    writer.join(5)
+    assert not writer.is_alive()
+
+
+def test_a_held_claim_falls_with_the_next_write_if_that_fails(stores):
+    """On SQLite the claim and the write it was held for stand or fall together: a retry
+    then acts afresh. On PostgreSQL the claim was committed by itself."""
+    from sqlalchemy.exc import IntegrityError
+
+    store, other = stores
+    voice_claim(store, "token-1")
+    with pytest.raises(IntegrityError):
+        store.reserve_send(None, 5)  # no number: refused by the database
+
+    again = voice_claim(other, "token-1", hold=False)
+    assert (again.seen is None) == (store.dialect == "sqlite")
+
+
+def test_a_built_in_code_is_stored_with_its_reservation_and_not_past_the_cap(stores):
+    store, other = stores
+    expires = utcnow().replace(microsecond=0) + timedelta(minutes=5)
+    for n in range(5):
+        code = StoredCode(f"hash-{n}", expires)
+        assert store.reserve_send(BLATHERS, 5, VOICE_NOTE, code=code) is not None
+        assert other.pending_code(BLATHERS) == (f"hash-{n}", expires)
+    # The sixth send in the hour is refused: its code is not stored either.
+    refused = StoredCode("hash-refused", expires + timedelta(minutes=1))
+    assert store.reserve_send(BLATHERS, 5, VOICE_NOTE, code=refused) is None
+    assert other.pending_code(BLATHERS) == ("hash-4", expires)
+    assert other.consume_code(BLATHERS, "hash-4") is True
 
 
 def test_a_database_error_on_the_webhook_path_is_sqlalchemys(stores):

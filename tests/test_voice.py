@@ -20,6 +20,7 @@ from tests.conftest import (
     VERIFY_SID,
     call_params,
     free_port,
+    lock_out,
     said,
     seed_roster,
     sign,
@@ -412,12 +413,43 @@ def test_a_participant_removed_mid_call_cannot_enter_their_code(app, client, fak
 
 
 def assert_heard_at_the_next_webhook(app, message, *, counted=0):
-    """After a failed send: the code prompt and the no-input re-prompt both say what went wrong."""
+    """After a failed send: the code prompt and the no-input re-prompt both say what went wrong.
+
+    Whether the digits come with Twilio's idempotency token (the check is then claimed with the
+    caller's look-up, and given back) or without: no check is counted or left in flight."""
     client = app.test_client()
     assert_goodbye(enter(client, BLATHERS, "123456"), message)
+    assert_goodbye(enter_as_twilio(client, BLATHERS, "123456", "unsent-token"), message)
     reprompt = signed_post(client, "/gather?reprompt=1", call_params(BLATHERS))
     assert_goodbye(twiml_of(reprompt), message)
     assert (failures(app, BLATHERS) or 0) == counted
+    assert (checking(app, BLATHERS) or 0) == 0
+
+
+def enter_as_twilio(client, caller, digits, token):
+    """POST digits to /gather with I-Twilio-Idempotency-Token, as Twilio's requests have."""
+    params = call_params(caller, Digits=digits)
+    headers = {"X-Twilio-Signature": sign("http://localhost/gather", params)}
+    headers["I-Twilio-Idempotency-Token"] = token
+    return twiml_of(client.post("/gather", data=params, headers=headers))
+
+
+def checking(app, phone) -> int | None:
+    """How many of the number's claimed code checks are still in flight."""
+    store = app.extensions["ivr"].store
+    with store.engine.connect() as connection:
+        return connection.scalar(select(NumberGuard.checking).where(NumberGuard.phone == phone))
+
+
+def test_a_locked_number_entering_digits_with_a_token_claims_nothing(app, client, fake_twilio):
+    dial_in(client, BLATHERS)
+    lock_out(app.extensions["ivr"].store, BLATHERS)
+
+    root = enter_as_twilio(client, BLATHERS, fake_twilio.code_for(BLATHERS), "locked-token")
+
+    assert "Too many incorrect codes." in " ".join(say.text for say in root.iter("Say"))
+    assert (failures(app, BLATHERS), checking(app, BLATHERS)) == (0, 0)
+    assert fake_twilio.sent("verify-check") == []
 
 
 @pytest.mark.parametrize(("status", "code"), [(500, 20500), (400, 21610), (429, 20429)])

@@ -20,7 +20,7 @@ from ivr.store.calls import (
     CallSummary,
 )
 from ivr.store.enrolments import EnrolmentStore, PendingEnrolment
-from ivr.store.guards import GuardStore, Lockout
+from ivr.store.guards import GuardStore, Lockout, StoredCode
 from ivr.store.live import AnnouncedCaller, LiveStore
 from ivr.store.models import (
     DEFAULT_ROOM_NAME,
@@ -107,6 +107,7 @@ __all__ = [
     "Room",
     "SendStatus",
     "SignInGuard",
+    "StoredCode",
     "SeenBefore",
     "KeptAnswer",
     "Store",

@@ -45,6 +45,8 @@ class Database:
         # 100 ms; a lock queues this process's writers without them. PostgreSQL locks rows.
         self._write_lock = threading.Lock() if url.startswith("sqlite") else nullcontext()
         self.dialect = self.engine.dialect.name
+        # SQLite: a write transaction this thread left open for its next write (`_held_open`).
+        self._held = threading.local()
         # On PostgreSQL the webhook path's single statements run in autocommit mode: each is
         # atomic on its own, and takes one round trip instead of three (BEGIN, the statement,
         # COMMIT or ROLLBACK). Their connections stay in that mode, in a pool of their own:
@@ -57,9 +59,56 @@ class Database:
 
     @contextmanager
     def _writing(self) -> Iterator[Connection]:
-        """Open a write transaction on the webhook path."""
-        with self._write_lock, self.engine.begin() as connection:
+        """Open a write transaction on the webhook path, or join the one this thread held open
+        for it (see `_held_open`); either way it commits when the block ends."""
+        held: Connection | None = getattr(self._held, "connection", None)
+        if held is None:
+            with self._write_lock, self.engine.begin() as connection:
+                yield connection
+            return
+        self._held.connection = None
+        try:
+            yield held
+            held.commit()
+        finally:
+            held.close()  # rolls back what was not committed
+            self._write_lock.release()
+
+    @contextmanager
+    def _held_open(self, hold: bool) -> Iterator[Connection]:
+        """Like `_writing`, but with `hold` on SQLite the transaction stays open when the block
+        ends, for this thread's next write to join and commit (or `commit_held`).
+
+        One SQLite transaction instead of two, where a webhook writes again before it waits on
+        anything: each costs a pool checkout, SQLite's file locks, page reads into a page cache
+        that other connections' commits emptied, and its own commit. Meanwhile the process's
+        other writers queue on the write lock, and other processes' in SQLite's busy wait.
+        Should the block fail, nothing is held: the transaction rolls back.
+        """
+        if not hold or self.dialect != "sqlite":
+            with self._writing_alone() as connection:
+                yield connection
+            return
+        self.commit_held()
+        self._write_lock.acquire()
+        connection = None
+        try:
+            connection = self.engine.connect()
+            connection.begin()
             yield connection
+        except BaseException:
+            if connection is not None:
+                connection.close()
+            self._write_lock.release()
+            raise
+        # Taken over, with the write lock, by this thread's next write, which commits it.
+        self._held.connection = connection
+
+    def commit_held(self) -> None:
+        """Commit the transaction this thread holds open, if it holds one."""
+        if getattr(self._held, "connection", None) is not None:
+            with self._writing():
+                pass
 
     @contextmanager
     def _writing_alone(self) -> Iterator[Connection]:
@@ -146,6 +195,22 @@ class Prepared:
         return self._statement
 
     def run(self, connection: Connection, params: dict) -> _Rows:
+        plan, arguments = self._bound(connection, params)
+        cursor = connection.connection.cursor()
+        try:
+            cursor.execute(plan.sql, arguments)
+            rows = cursor.fetchall() if cursor.description else []
+            count = cursor.rowcount
+        except connection.dialect.loaded_dbapi.Error as error:
+            # As SQLAlchemy's own execution would: raise its DBAPIError, and on a lost
+            # connection (a database restart) drop the whole pool, not just this connection.
+            connection._handle_dbapi_exception(error, plan.sql, arguments, cursor, None)
+        finally:
+            cursor.close()
+        return _processed(plan, rows, count)
+
+    def _bound(self, connection: Connection, params: dict) -> tuple[_Plan, list | dict]:
+        """Return the statement's plan for the connection's database, and its arguments."""
         plan = self._plans.get(connection.dialect.name)
         if plan is None:
             plan = self._plans[connection.dialect.name] = self._plan(connection.dialect)
@@ -158,26 +223,7 @@ class Prepared:
         if _sql_log.isEnabledFor(logging.INFO):
             # Where SQLAlchemy logs the statements it runs, as it does: LOG_LEVEL=DEBUG shows all.
             _sql_log.info("%s\n[prepared] %r", plan.sql, arguments)
-        cursor = connection.connection.cursor()
-        try:
-            cursor.execute(plan.sql, arguments)
-            rows = cursor.fetchall() if cursor.description else []
-            count = cursor.rowcount
-        except connection.dialect.loaded_dbapi.Error as error:
-            # As SQLAlchemy's own execution would: raise its DBAPIError, and on a lost
-            # connection (a database restart) drop the whole pool, not just this connection.
-            connection._handle_dbapi_exception(error, plan.sql, arguments, cursor, None)
-        finally:
-            cursor.close()
-        if plan.result_processors:
-            rows = [
-                tuple(
-                    value if p is None else p(value)
-                    for value, p in zip(row, plan.result_processors, strict=True)
-                )
-                for row in rows
-            ]
-        return _Rows(rows, count)
+        return plan, arguments
 
     def _plan(self, dialect) -> _Plan:
         statement = self._statement
@@ -199,6 +245,56 @@ class Prepared:
             bind_processors=[(name, process) for name, process in processors.items() if process],
             result_processors=result_processors if any(result_processors) else None,
         )
+
+
+def in_one_trip(connection: Connection, steps: list[tuple[Prepared, dict]]) -> list[_Rows]:
+    """PostgreSQL: run `steps` as one transaction, sent together in one round trip.
+
+    psycopg's pipeline mode sends BEGIN, every statement and COMMIT at once and then reads
+    their results, instead of waiting for each in turn. Each statement still starts with a
+    snapshot of its own (READ COMMITTED), so a statement after a row lock sees every change
+    committed before the lock was granted. `connection` must be in autocommit mode (the
+    transaction is this function's own). If a statement fails, none of them stands.
+    """
+    driver = connection.connection.driver_connection
+    bound = [prepared._bound(connection, params) for prepared, params in steps]
+    cursors = []
+    try:
+        with driver.pipeline():
+            driver.execute("BEGIN")
+            for plan, arguments in bound:
+                cursor = driver.cursor()
+                cursor.execute(plan.sql, arguments)
+                cursors.append(cursor)
+            driver.execute("COMMIT")
+        return [
+            _processed(plan, cursor.fetchall() if cursor.description else [], cursor.rowcount)
+            for (plan, _), cursor in zip(bound, cursors, strict=True)
+        ]
+    except connection.dialect.loaded_dbapi.Error as error:
+        try:
+            driver.rollback()  # the statements after a failed one were skipped, COMMIT too
+        except connection.dialect.loaded_dbapi.Error:
+            pass  # a lost connection: SQLAlchemy drops it, and the pool, next
+        plan, arguments = bound[min(len(cursors), len(bound) - 1)]
+        connection._handle_dbapi_exception(error, plan.sql, arguments, None, None)
+        raise  # not reached: SQLAlchemy raises its own DBAPIError
+    finally:
+        for cursor in cursors:
+            cursor.close()
+
+
+def _processed(plan: _Plan, rows: list, count: int) -> _Rows:
+    """Return what a statement returned, its values through SQLAlchemy's result processors."""
+    if plan.result_processors:
+        rows = [
+            tuple(
+                value if p is None else p(value)
+                for value, p in zip(row, plan.result_processors, strict=True)
+            )
+            for row in rows
+        ]
+    return _Rows(rows, count)
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,9 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.dialects import postgresql
 
-from ivr.store.database import Database, Prepared
+from ivr.store.database import Database, Prepared, in_one_trip
 from ivr.store.models import (
     LINE,
     LOCKOUT_KINDS,
@@ -51,28 +52,50 @@ class Lockout:
     names: list[str]
 
 
+@dataclass(frozen=True)
+class StoredCode:
+    """The built-in provider's code as stored: its keyed hash, and when it expires."""
+
+    code_hash: str
+    expires_at: datetime
+
+
 # A time before any send: with it, no send reads as stuck.
 NEVER = datetime(1970, 1, 1)
 
 
+def claim_attempt_statement(insert, guard: Guard = NumberGuard, when=None):
+    """The upsert behind `claim_attempt` (bind parameters phone, max_attempts, now), returning
+    which attempt this is, or no row if none is left; `insert` is the dialect's (ON CONFLICT).
+
+    With `when` (a SELECT's WHERE clause), it claims only if that holds: PostgreSQL's webhook
+    claim uses it to claim a check with the caller's look-up, for a caller on the list.
+    """
+    table = guard.__table__
+    if when is None:
+        statement = insert(table).values(
+            phone=bindparam("phone"), failures=1, checking=1, locked_until=None
+        )
+    else:
+        row = select(
+            bindparam("phone", type_=String()), literal(1), literal(1), literal(None, DateTime())
+        ).where(when)
+        statement = insert(table).from_select(
+            ["phone", "failures", "checking", "locked_until"], row
+        )
+    return statement.on_conflict_do_update(
+        index_elements=[table.c.phone],
+        set_={"failures": table.c.failures + 1, "checking": table.c.checking + 1},
+        where=and_(
+            table.c.failures < bindparam("max_attempts"),
+            or_(table.c.locked_until.is_(None), table.c.locked_until <= bindparam("now")),
+        ),
+    ).returning(table.c.failures)
+
+
 def _claim_attempt(guard: Guard):
     """The statement behind `claim_attempt`, built once per dialect and guard."""
-    table = guard.__table__
-    return Prepared(
-        lambda insert: (
-            insert(table)
-            .values(phone=bindparam("phone"), failures=1, checking=1, locked_until=None)
-            .on_conflict_do_update(
-                index_elements=[table.c.phone],
-                set_={"failures": table.c.failures + 1, "checking": table.c.checking + 1},
-                where=and_(
-                    table.c.failures < bindparam("max_attempts"),
-                    or_(table.c.locked_until.is_(None), table.c.locked_until <= bindparam("now")),
-                ),
-            )
-            .returning(table.c.failures)
-        )
-    )
+    return Prepared(lambda insert: claim_attempt_statement(insert, guard))
 
 
 def _lock_row(guard: Guard):
@@ -168,13 +191,15 @@ def _new_send_under_cap():
 _NEW_SEND = _new_send_under_cap()
 
 
-def _new_send_logged_and_kept():
-    """PostgreSQL: `_NEW_SEND`, its "code sent" call log row and the webhook's kept answer, in
-    one statement (data-modifying CTEs): one round trip instead of three.
+def _new_send_logged_and_kept(with_code: bool):
+    """PostgreSQL: `_NEW_SEND`, its "code sent" call log row, the webhook's kept answer and
+    `with_code` the built-in provider's code, in one statement (data-modifying CTEs): one
+    round trip instead of four.
 
-    The log row and the answer are written only if the send was reserved (a row came back).
-    Run after the number's row lock, in the same transaction, as `_NEW_SEND` is: the statement
-    starts after the lock is held, so its count sees every send committed before it.
+    The log row, the answer and the code are written only if the send was reserved (a row
+    came back). Run after the number's row lock, in the same transaction, as `_NEW_SEND` is:
+    the statement starts after the lock is held, so its count sees every send committed
+    before it.
     """
     new_send = _NEW_SEND.statement.cte("new_send")
     logged = insert(_call_log).from_select(
@@ -189,10 +214,12 @@ def _new_send_logged_and_kept():
         ).select_from(new_send),
     )
     kept = keep_statement().where(select(new_send.c.id).exists())
-    return Prepared(select(new_send.c.id).add_cte(logged.cte("logged"), kept.cte("kept")))
+    ctes = [logged.cte("logged"), kept.cte("kept")]
+    if with_code:
+        ctes.append(_put_code_statement(postgresql.insert, new_send).cte("code"))
+    return Prepared(select(new_send.c.id).add_cte(*ctes))
 
 
-_NEW_SEND_LOGGED_AND_KEPT = _new_send_logged_and_kept()
 _SEND_DONE = Prepared(
     update(_sends)
     .where(_sends.c.id == bindparam("send_id"), _sends.c.status == SendStatus.STARTED.value)
@@ -201,21 +228,33 @@ _SEND_DONE = Prepared(
 # The built-in provider's codes: one per number and purpose, stored as a keyed hash.
 _codes = OneTimeCode.__table__
 _THIS_CODE = and_(_codes.c.phone == bindparam("phone"), _codes.c.purpose == bindparam("purpose"))
-_PUT_CODE = Prepared(
-    lambda insert: (
-        insert(_codes)
-        .values(
-            phone=bindparam("phone"),
-            purpose=bindparam("purpose"),
-            code_hash=bindparam("code_hash"),
-            expires_at=bindparam("expires_at"),
-        )
-        .on_conflict_do_update(
-            index_elements=[_codes.c.phone, _codes.c.purpose],
-            set_={"code_hash": bindparam("code_hash"), "expires_at": bindparam("expires_at")},
-        )
+
+
+def _put_code_statement(insert, new_send=None):
+    """The upsert that stores a number's code for a purpose, replacing its earlier one (bind
+    parameters phone, purpose, code_hash, expires_at); with `new_send` (a CTE), only if it
+    returned a row."""
+    columns = {
+        "phone": bindparam("phone", type_=String()),
+        "purpose": bindparam("purpose", type_=String()),
+        "code_hash": bindparam("code_hash", type_=String()),
+        "expires_at": bindparam("expires_at", type_=DateTime()),
+    }
+    if new_send is None:
+        statement = insert(_codes).values(columns)
+    else:
+        row = select(*columns.values()).where(select(new_send.c.id).exists())
+        statement = insert(_codes).from_select(list(columns), row)
+    return statement.on_conflict_do_update(
+        index_elements=[_codes.c.phone, _codes.c.purpose],
+        set_={"code_hash": bindparam("code_hash"), "expires_at": bindparam("expires_at")},
     )
-)
+
+
+_PUT_CODE = Prepared(_put_code_statement)
+_NEW_SEND_LOGGED_AND_KEPT = {
+    with_code: _new_send_logged_and_kept(with_code) for with_code in (False, True)
+}
 _PENDING_CODE = Prepared(select(_codes.c.code_hash, _codes.c.expires_at).where(_THIS_CODE))
 _CONSUME_CODE = Prepared(
     delete(_codes).where(
@@ -321,12 +360,14 @@ class GuardStore(Database):
         *,
         purpose: str = LINE,
         answer: KeptAnswer | None = None,
+        code: StoredCode | None = None,
     ) -> int | None:
         """Record a code send unless `per_hour` went out for `purpose` in the last hour.
 
         Return the send's id. With a `note`, the send belongs to that call and the call log
         says "code sent" in the same transaction, and a webhook's `answer` is kept in it if the
-        send is reserved. The number's guard row for the purpose (a key of LOCKOUT_KINDS) is
+        send is reserved; so is `code`, the built-in provider's code for the send (as
+        `put_code` stores it). The number's guard row for the purpose (a key of LOCKOUT_KINDS) is
         locked first, so concurrent sends on any instance queue up behind each other and the cap
         cannot be overshot.
         """
@@ -340,26 +381,38 @@ class GuardStore(Database):
             "hour_ago": now - HOUR,
             "per_hour": per_hour,
         }
+        sweep = random.randrange(SWEEP_SENDS_EVERY) == 0
+        if note is not None and self.dialect == "postgresql":
+            logged_and_kept = {
+                **send,
+                "log_phone": note.phone,
+                "log_name": note.name,
+                "log_room": note.room,
+                "the_token": answer.token if answer else None,
+                "answer": answer.answer if answer else None,
+            }
+            if code is not None:
+                logged_and_kept.update(code_hash=code.code_hash, expires_at=code.expires_at)
+            steps = [(lock_row, {"phone": phone})]
+            if sweep:
+                steps.append((_FORGET_OLD_SENDS, {"hour_ago": now - HOUR}))
+            steps.append((_NEW_SEND_LOGGED_AND_KEPT[code is not None], logged_and_kept))
+            # The lock, the sweep and the send in one round trip instead of four or five.
+            with self._writing_alone() as connection:
+                return in_one_trip(connection, steps)[-1].scalar()
         with self._writing() as connection:
             lock_row.run(connection, {"phone": phone})
-            if random.randrange(SWEEP_SENDS_EVERY) == 0:
+            if sweep:
                 _FORGET_OLD_SENDS.run(connection, {"hour_ago": now - HOUR})
-            if note is not None and self.dialect == "postgresql":
-                logged_and_kept = {
-                    **send,
-                    "log_phone": note.phone,
-                    "log_name": note.name,
-                    "log_room": note.room,
-                    "the_token": answer.token if answer else None,
-                    "answer": answer.answer if answer else None,
-                }
-                return _NEW_SEND_LOGGED_AND_KEPT.run(connection, logged_and_kept).scalar()
             send_id = _NEW_SEND.run(connection, send).scalar()
             if send_id is None:
                 return None
             if note is not None:
                 LOG_CALL.run(connection, note.row(Outcome.CODE_SENT))
             keep(connection, answer)
+            if code is not None:
+                stored = {"code_hash": code.code_hash, "expires_at": code.expires_at}
+                _PUT_CODE.run(connection, {"phone": phone, "purpose": purpose, **stored})
             return send_id
 
     def sends_done(self, send_ids: list[int]) -> None:
@@ -423,10 +476,16 @@ class GuardStore(Database):
         return (row[0], row[1]) if row else None
 
     def consume_code(self, phone: str, code_hash: str, purpose: str = LINE) -> bool:
-        """Delete the number's code for `purpose` if it is still this one; one caller wins."""
+        """Delete the number's code for `purpose` if it is this one, unexpired; one caller wins."""
         code = {"phone": phone, "purpose": purpose, "code_hash": code_hash, "now": utcnow()}
         with self._writing_alone() as connection:
             return _CONSUME_CODE.run(connection, code).rowcount == 1
+
+
+def claim_attempt_in(connection, phone: str, max_attempts: int) -> int | None:
+    """`claim_attempt` for the line, inside the caller's transaction."""
+    values = {"phone": phone, "max_attempts": max_attempts, "now": utcnow()}
+    return _GUARD_STATEMENTS[NumberGuard]["claim"].run(connection, values).scalar()
 
 
 def settle_success(connection, phone: str, guard: Guard = NumberGuard) -> None:

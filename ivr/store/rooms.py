@@ -8,12 +8,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from sqlalchemy import and_, bindparam, delete, func, literal, or_, select, true
+from sqlalchemy import Integer, and_, bindparam, delete, func, literal, or_, select, true
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from ivr.store.database import Database, Prepared, anywhere, digits_only
-from ivr.store.guards import LATEST_SEND, NEVER
+from ivr.store.guards import LATEST_SEND, NEVER, claim_attempt_in, claim_attempt_statement
 from ivr.store.live import labelled_in, live_labels_on
 from ivr.store.models import (
     DEFAULT_ROOM_NAME,
@@ -88,28 +88,47 @@ _CALLER_AT_LINE = Prepared(_caller_at_line())
 CALLER_COLUMNS = len(_CALLER_AT_LINE.statement.selected_columns)
 
 
-def _claim_and_find(with_live_labels: bool):
+def _claim_and_find(with_live_labels: bool, claiming_a_check: bool):
     """PostgreSQL: a webhook's claim and its caller look-up in one statement, one round trip.
 
     Returns one row: whether this request won the claim, the answer kept for the token if it
-    was claimed before (as committed when the statement began), then `caller_at_line`'s
-    columns (all NULL when no room answers the line), then if asked the labels live in the
-    room's conference (an array, NULL for none). Bind parameters: token, path, at and those of
-    `caller_at_line`.
+    was claimed before (as committed when the statement began), the code check claimed if
+    asked (NULL if none was), then `caller_at_line`'s columns (all NULL when no room answers
+    the line), then if asked the labels live in the room's conference (an array, NULL for
+    none). Bind parameters: token, path, at, those of `caller_at_line`, and to claim a check
+    max_attempts and now.
+
+    The check is claimed only by the request that won the webhook claim, for a caller on the
+    dialled line's list; its upsert locks the number's guard row and decides on its latest
+    version, as `claim_attempt` alone does.
     """
     claimed = claim_statement(postgresql.insert).cte("claimed")
     won = select(func.count()).select_from(claimed).scalar_subquery()
     answered = ANSWER_OF.scalar_subquery()
-    caller = _caller_at_line().subquery("caller")
-    columns = [won, answered, *caller.c]
+    caller = _caller_at_line().cte("caller")
+    attempt = literal(None, Integer())
+    ctes = []
+    if claiming_a_check:
+        listed = and_(
+            select(claimed.c.token).exists(),
+            select(caller.c.id).where(caller.c.id.is_not(None)).exists(),
+        )
+        check = claim_attempt_statement(postgresql.insert, when=listed).cte("check")
+        ctes.append(check)
+        attempt = select(check.c.failures).scalar_subquery()
+    columns = [won, answered, attempt, *caller.c]
     if with_live_labels:
         labels = select(func.array_agg(ConferenceMember.label)).where(labelled_in(caller.c.name))
         columns.append(labels.scalar_subquery())
     one_row = select(literal(1).label("one")).subquery("one_row")
-    return select(*columns).select_from(one_row.outerjoin(caller, true()))
+    return select(*columns).select_from(one_row.outerjoin(caller, true())).add_cte(*ctes)
 
 
-_CLAIM_AND_FIND = {labels: Prepared(_claim_and_find(labels)) for labels in (False, True)}
+_CLAIM_AND_FIND = {
+    (labels, check): Prepared(_claim_and_find(labels, check))
+    for labels in (False, True)
+    for check in (False, True)
+}
 
 
 @dataclass(frozen=True)
@@ -119,6 +138,10 @@ class Claimed:
     seen: SeenBefore | None
     caller: CallerAtLine | None = None
     looked_up: bool = False  # False: the caller is still to be looked up
+    # A code check claimed with the look-up (`CallerLookup.claiming_a_check`): which attempt
+    # it is, or None if none was left (or the caller is not on the list).
+    attempt: int | None = None
+    attempt_claimed: bool = False  # False: the check is still to be claimed, if it is one
 
 
 @dataclass(frozen=True)
@@ -132,6 +155,9 @@ class CallerLookup:
     stuck_before: datetime | None = None
     # Also read the labels live in the room's conference (/gather: for the caller's own label).
     with_live_labels: bool = False
+    # Also claim a code check for a caller on the list, allowing this many in a window
+    # (/gather with digits: see `GuardStore.claim_attempt`); None claims nothing.
+    claiming_a_check: int | None = None
 
 
 @dataclass(frozen=True)
@@ -358,31 +384,29 @@ class RoomStore(Database):
         with self._reading() as connection:
             return _find_caller(connection, CallerLookup(phone, line, call_sid, stuck_before))
 
-    def claim_webhook_finding(self, token: str, path: str, lookup: CallerLookup) -> Claimed:
+    def claim_webhook_finding(
+        self, token: str, path: str, lookup: CallerLookup, hold: bool = False
+    ) -> Claimed:
         """Claim a webhook's idempotency token and find its caller, on one connection.
 
         What /voice and /gather need before they act, in one trip to the database: one
         transaction on SQLite, one statement on PostgreSQL (`_claim_and_find`). With
-        `lookup.with_live_labels` the labels in the caller's conference come too. A retry acts
-        on nothing, so for one (SeenBefore) no caller is looked up.
+        `lookup.with_live_labels` the labels in the caller's conference come too, and with
+        `lookup.claiming_a_check` a code check is claimed for a caller on the list (one whose
+        entry was found; settle it as `claim_attempt` says). A retry acts on nothing, so for
+        one (SeenBefore) no caller is looked up and no check claimed.
+
+        With `hold`, SQLite's transaction stays open for this thread's next write to join and
+        commit (see `_held_open`; `commit_held` if it may not come): /voice's next write comes
+        before it waits on anything. A retry holds nothing.
         """
         if self.dialect == "postgresql":
             return self._claim_and_find(token, path, lookup)
-        with self._writing_alone() as connection:
-            seen = claim(connection, token, path)
-            if seen is not None:
-                return Claimed(seen)
-            try:
-                caller = _find_caller(connection, lookup)
-                if caller is not None and lookup.with_live_labels:
-                    labels = frozenset(live_labels_on(connection, caller.room))
-                    caller = replace(caller, live_labels=labels)
-                return Claimed(None, caller, looked_up=True)
-            except SQLAlchemyError:
-                # The claim stands: the view looks again, and what it answers (an apology if
-                # the database is gone) is kept for Twilio's retries.
-                log.warning("caller look-up with the webhook claim failed; the view looks again")
-                return Claimed(None)
+        with self._held_open(hold) as connection:
+            claimed = _claim_then_find(connection, token, path, lookup)
+        if claimed.seen is not None:
+            self.commit_held()  # a retry acts on nothing: no write of its own to wait for
+        return claimed
 
     def _claim_and_find(self, token: str, path: str, lookup: CallerLookup) -> Claimed:
         """`claim_webhook_finding` on PostgreSQL: one statement, so claim and look-up stand or
@@ -390,19 +414,22 @@ class RoomStore(Database):
         now = utcnow()
         with self._writing_alone() as connection:
             sweep_now_and_then(connection, now)
-            statement = _CLAIM_AND_FIND[lookup.with_live_labels]
-            row = statement.run(
-                connection, {"token": token, "path": path, "at": now, **_lookup_values(lookup)}
-            ).first()
-        won, answer, columns = row[0], row[1], row[2 : 2 + CALLER_COLUMNS]
+            claiming = lookup.claiming_a_check is not None
+            statement = _CLAIM_AND_FIND[lookup.with_live_labels, claiming]
+            values = {"token": token, "path": path, "at": now, **_lookup_values(lookup)}
+            if claiming:
+                values.update(max_attempts=lookup.claiming_a_check, now=now)
+            row = statement.run(connection, values).first()
+        won, answer, attempt = row[0], row[1], row[2]
+        columns = row[3 : 3 + CALLER_COLUMNS]
         if not won:
             return Claimed(SeenBefore(answer))
         if columns[0] is None:
-            return Claimed(None, None, looked_up=True)
+            return Claimed(None, None, True, None, attempt_claimed=claiming)
         caller = _caller_from(columns)
         if lookup.with_live_labels:
             caller = replace(caller, live_labels=frozenset(row[-1] or ()))
-        return Claimed(None, caller, looked_up=True)
+        return Claimed(None, caller, True, attempt, attempt_claimed=claiming)
 
     @contextmanager
     def _unique_room(self, name: str, line_number: str | None, room_id: int | None = None):
@@ -426,6 +453,29 @@ class RoomStore(Database):
             session.add(room)
             session.flush()
         return room
+
+
+def _claim_then_find(connection, token: str, path: str, lookup: CallerLookup) -> Claimed:
+    """`claim_webhook_finding` on SQLite, inside the caller's transaction."""
+    seen = claim(connection, token, path)
+    if seen is not None:
+        return Claimed(seen)
+    try:
+        caller = _find_caller(connection, lookup)
+        if caller is not None and lookup.with_live_labels:
+            labels = frozenset(live_labels_on(connection, caller.room))
+            caller = replace(caller, live_labels=labels)
+        if lookup.claiming_a_check is None:
+            return Claimed(None, caller, looked_up=True)
+        attempt = None
+        if caller is not None and caller.participant_id is not None:
+            attempt = claim_attempt_in(connection, lookup.phone, lookup.claiming_a_check)
+        return Claimed(None, caller, True, attempt, attempt_claimed=True)
+    except SQLAlchemyError:
+        # The claim stands: the view looks again, and what it answers (an apology if the
+        # database is gone) is kept for Twilio's retries.
+        log.warning("caller look-up with the webhook claim failed; the view looks again")
+        return Claimed(None)
 
 
 def _find_caller(connection, lookup: CallerLookup) -> CallerAtLine | None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Literal, Protocol
 
@@ -21,6 +22,7 @@ import requests
 from twilio.base.exceptions import TwilioException, TwilioRestException
 
 from ivr.metrics import ERROR, NO_METRICS, OK, REFUSED, TIMEOUT, Metrics
+from ivr.store import StoredCode
 
 # How a code reaches the caller; "whatsapp" only through Verify, which holds the approved
 # message template that a business-initiated WhatsApp message needs.
@@ -45,7 +47,20 @@ class SendRefused(Exception):
     """The provider refuses to send more codes to this number for now."""
 
 
+@dataclass(frozen=True)
+class NewCode:
+    """A code made before it is sent, whose keyed hash is stored with the send's reservation
+    (the built-in provider's; Verify makes its codes itself)."""
+
+    code: str = field(repr=False)  # never in a log line
+    stored: StoredCode
+
+
 class CodeProvider(Protocol):
+    def new_code(self, phone: str, *, purpose: str = LINE) -> NewCode | None:
+        """Make the code `send` will deliver, for the line to store with the send's
+        reservation (one transaction instead of two); None if the provider keeps its codes."""
+
     def send(
         self,
         phone: str,
@@ -53,8 +68,10 @@ class CodeProvider(Protocol):
         *,
         purpose: str = LINE,
         language: str | None = None,
+        code: NewCode | None = None,
     ) -> None:
-        """Start a code for `phone` and deliver it; raise SendRefused or ProviderError.
+        """Deliver `code`, or start a code for `phone` and deliver it; raise SendRefused or
+        ProviderError.
 
         `language` is the room's (ivr.languages); None leaves the message in the provider's
         default.

@@ -22,8 +22,8 @@ from ivr import twiml
 from ivr.i18n import N_, gettext
 from ivr.languages import DEFAULT_LANGUAGE
 from ivr.metrics import NO_METRICS, Metrics
-from ivr.store import Store, utcnow
-from ivr.verification import LINE, SIGN_IN, Channel, CheckResult, twilio_faults
+from ivr.store import Store, StoredCode, utcnow
+from ivr.verification import LINE, SIGN_IN, Channel, CheckResult, NewCode, twilio_faults
 
 CODE_DIGITS = 6
 
@@ -51,6 +51,12 @@ class BuiltinCodes:
         # A key of its own, so a code hash says nothing about other uses of SECRET_KEY.
         self._key = hmac.new(secret_key.encode(), b"ivr one-time codes", hashlib.sha256).digest()
 
+    def new_code(self, phone: str, *, purpose: str = LINE) -> NewCode:
+        """Make a code; stored (as its hash) with the send's reservation, it replaces the
+        number's earlier code for `purpose`, and is good until the TTL from now."""
+        code = f"{secrets.randbelow(10**CODE_DIGITS):0{CODE_DIGITS}d}"
+        return NewCode(code, StoredCode(self._hash(phone, code, purpose), utcnow() + self._ttl))
+
     def send(
         self,
         phone: str,
@@ -58,21 +64,29 @@ class BuiltinCodes:
         *,
         purpose: str = LINE,
         language: str | None = None,
+        code: NewCode | None = None,
     ) -> None:
-        code = f"{secrets.randbelow(10**CODE_DIGITS):0{CODE_DIGITS}d}"
-        self._store.put_code(phone, self._hash(phone, code, purpose), utcnow() + self._ttl, purpose)
-        self._delivery.deliver(phone, code, channel, purpose, language or DEFAULT_LANGUAGE)
+        """Deliver `code` (stored already), or make, store and deliver a new one."""
+        if code is None:
+            code = self.new_code(phone, purpose=purpose)
+            self._store.put_code(phone, code.stored.code_hash, code.stored.expires_at, purpose)
+        self._delivery.deliver(phone, code.code, channel, purpose, language or DEFAULT_LANGUAGE)
 
     def check(self, phone: str, code: str, *, purpose: str = LINE) -> CheckResult:
+        code_hash = self._hash(phone, code, purpose)
+        # A right, unexpired code is used up by the statement that finds it: one caller wins,
+        # and a right code costs one trip to the database. (The database compares keyed
+        # hashes: how long that takes says nothing about the code.) Only a code that was not
+        # used up is looked at again, to tell a wrong code from an expired one.
+        if self._store.consume_code(phone, code_hash, purpose):
+            return CheckResult.APPROVED
         pending = self._store.pending_code(phone, purpose)
         if pending is None:
+            return CheckResult.EXPIRED  # none sent, or used up (by a check racing this one)
+        stored_hash, _expires_at = pending
+        if hmac.compare_digest(code_hash, stored_hash):
             return CheckResult.EXPIRED
-        stored_hash, expires_at = pending
-        if not hmac.compare_digest(self._hash(phone, code, purpose), stored_hash):
-            return CheckResult.WRONG
-        if expires_at <= utcnow() or not self._store.consume_code(phone, stored_hash, purpose):
-            return CheckResult.EXPIRED
-        return CheckResult.APPROVED
+        return CheckResult.WRONG
 
     def _hash(self, phone: str, code: str, purpose: str) -> str:
         # The purpose is hashed in too: a stored hash matches a code only for its own purpose.
