@@ -32,6 +32,11 @@ log = logging.getLogger(__name__)
 
 # Sends in flight per process; each waits on Twilio for at most TWILIO_TIMEOUT_SECONDS.
 SENDER_THREADS = 16
+# A send the provider took is marked done this long after the first of those not yet marked,
+# all of them in one write, instead of one write each. Nothing needs the mark sooner: an
+# unmarked send reads as in flight, and as stuck only TWILIO_TIMEOUT_SECONDS +
+# STUCK_MARGIN_SECONDS after it started.
+MARK_DONE_AFTER_SECONDS = 0.25
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,7 @@ class CodeSender:
         codes: CodeProvider,
         metrics: Metrics = NO_METRICS,
         threads: int = SENDER_THREADS,
+        mark_done_after: float = MARK_DONE_AFTER_SECONDS,
     ) -> None:
         self._store = store
         self._codes = codes
@@ -60,9 +66,10 @@ class CodeSender:
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="code-sender")
         self._in_flight: set[Future] = set()
         self._lock = threading.Lock()
-        # Sends the provider took, waiting to be marked done by the thread now marking others.
+        # Sends the provider took, to be marked done together by the timer `_marker`.
         self._done: list[int] = []
-        self._marking = False
+        self._marker: threading.Timer | None = None
+        self._mark_done_after = mark_done_after
 
     def send(self, pending: PendingSend) -> None:
         """Start sending a call's code; return at once."""
@@ -76,47 +83,65 @@ class CodeSender:
         future.add_done_callback(self._forget)
 
     def wait_idle(self, timeout: float = 30) -> None:
-        """Wait until every send started so far has finished (dev phone, tests, shutdown)."""
+        """Wait until every send started so far has finished and is marked (dev phone, tests)."""
         with self._lock:
             in_flight = list(self._in_flight)
         wait(in_flight, timeout=timeout)
+        self._write_marks(now=True)
 
     def close(self) -> None:
-        """Finish the sends in flight and stop the threads."""
+        """Finish the sends in flight, mark them, and stop the threads."""
         self._pool.shutdown(wait=True)
+        self._write_marks(now=True)
 
     def _forget(self, future: Future) -> None:
         with self._lock:
             self._in_flight.discard(future)
 
     def _mark_done(self, send_id: int) -> None:
-        """Mark a send done; sends taken while another thread writes join its next write.
+        """Have a send marked done, with the others the provider takes in the next moments.
 
-        At the top of the hour many sends finish together: one write marks all that finished
-        while the previous one ran (one SQLite transaction, one PostgreSQL checkout), instead of
-        one each. Nobody waits: a send alone is written at once, and until it is written a sent
-        code reads as in flight, not failed or stuck.
+        At the top of the hour many sends finish within a second: one write marks all those
+        that finished within MARK_DONE_AFTER_SECONDS of the first (one SQLite transaction,
+        one PostgreSQL checkout), instead of one each. Until it is written a sent code reads
+        as in flight, not failed or stuck.
         """
         with self._lock:
             self._done.append(send_id)
-            if self._marking:
-                return  # the marking thread takes it with its next write
-            self._marking = True
-        batch: list[int] = []
+            if self._marker is None:  # else the timer already set takes it
+                self._start_marker()
+
+    def _write_marks(self, now: bool = False) -> None:
+        """Write the sends waiting to be marked done (the timer's job, or `now` on demand)."""
+        with self._lock:
+            batch, self._done = self._done, []
+            marker = self._marker
+            if now or marker is threading.current_thread():
+                self._marker = None
+        if now and marker is not None:
+            marker.cancel()
+        if not batch:
+            return
         try:
-            while True:
-                with self._lock:
-                    batch, self._done = self._done, []
-                    if not batch:
-                        self._marking = False
-                        return
-                self._write_done(batch)
+            self._write_done(batch)
         except BaseException:
-            # Never leave the others waiting on a marker that is gone: the next send marks.
+            # Never lose them with a thread that is stopped: the next timer writes them.
             with self._lock:
                 self._done[:0] = batch
-                self._marking = False
+            self._mark_again()
             raise
+
+    def _mark_again(self) -> None:
+        with self._lock:
+            if self._marker is None and self._done:
+                self._start_marker()
+
+    def _start_marker(self) -> None:
+        """Set the timer that writes the marks (the caller holds the lock)."""
+        # Not a daemon: at exit the interpreter waits the moment it takes to write them.
+        self._marker = threading.Timer(self._mark_done_after, self._write_marks)
+        self._marker.daemon = False
+        self._marker.start()
 
     def _write_done(self, batch: list[int]) -> None:
         """Write a group of sends done; if the group fails, try each on its own."""
