@@ -848,20 +848,27 @@ def test_a_send_whose_sender_died_gets_the_apology_not_a_wait(app, client, fake_
     assert outcomes(app) == ["provider error"]
 
 
-def test_codes_that_go_out_together_are_all_marked_sent(app, fake_twilio):
-    """A burst of sends finishing at once is marked in shared writes; none may be left out."""
-    from ivr.sending import SENDER_THREADS, PendingSend
+def start_sends(ivr, count: int) -> None:
+    """Reserve a code send for each of `count` numbers, then hand them all to the sender."""
+    from ivr.sending import PendingSend
 
-    SENDS = 2 * SENDER_THREADS  # noqa: N806 - two waves of sends, each finishing together
-    ivr = app.extensions["ivr"]
-    fake_twilio.latency = 0.05  # the sends overlap, and finish while others are being marked
     pending = []
-    for n in range(SENDS):
+    for n in range(count):
         phone = f"+1202555{100 + n:04d}"
         note = CallNote(f"CA{n:032d}", phone, None, "main")
         pending.append(PendingSend(ivr.store.reserve_send(phone, 5, note), phone, note))
     for send in pending:
         ivr.sender.send(send)
+
+
+def test_codes_that_go_out_together_are_all_marked_sent(app, fake_twilio):
+    """A burst of sends finishing at once is marked in shared writes; none may be left out."""
+    from ivr.sending import SENDER_THREADS
+
+    SENDS = 2 * SENDER_THREADS  # noqa: N806 - two waves of sends, each finishing together
+    ivr = app.extensions["ivr"]
+    fake_twilio.latency = 0.05  # the sends overlap, and finish while others are being marked
+    start_sends(ivr, SENDS)
     ivr.sender.wait_idle()
 
     assert len(fake_twilio.requests) == SENDS
@@ -872,7 +879,7 @@ def test_codes_that_go_out_together_are_all_marked_sent(app, fake_twilio):
 def test_a_group_of_sends_that_cannot_be_marked_together_is_marked_one_by_one(app, fake_twilio):
     """A write of several sends that fails (a database restart) must not leave the others
     unmarked: they would read as stuck, and their callers hear an apology instead of joining."""
-    from ivr.sending import SENDER_THREADS, PendingSend
+    from ivr.sending import SENDER_THREADS
 
     ivr = app.extensions["ivr"]
     store = ivr.store
@@ -889,13 +896,7 @@ def test_a_group_of_sends_that_cannot_be_marked_together_is_marked_one_by_one(ap
 
     store.sends_done = restart_during_groups
     fake_twilio.latency = 0.05
-    sends = []
-    for n in range(SENDER_THREADS):
-        phone = f"+1202555{100 + n:04d}"
-        note = CallNote(f"CA{n:032d}", phone, None, "main")
-        sends.append(PendingSend(store.reserve_send(phone, 5, note), phone, note))
-    for send in sends:
-        ivr.sender.send(send)
+    start_sends(ivr, SENDER_THREADS)
     ivr.sender.wait_idle()
 
     assert any(len(write) > 1 for write in writes)  # a group was tried, and failed
@@ -916,7 +917,6 @@ def statuses_within(store, seconds: float, expected: list[str]) -> list[str]:
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 def test_a_marker_that_dies_leaves_its_sends_to_the_next(app, fake_twilio):
-    from ivr.sending import PendingSend
 
     ivr = app.extensions["ivr"]
     store = ivr.store
@@ -930,10 +930,7 @@ def test_a_marker_that_dies_leaves_its_sends_to_the_next(app, fake_twilio):
         mark(send_ids)
 
     store.sends_done = dies_once
-    for n in range(2):
-        phone = f"+1202555{100 + n:04d}"
-        note = CallNote(f"CA{n:032d}", phone, None, "main")
-        ivr.sender.send(PendingSend(store.reserve_send(phone, 5, note), phone, note))
+    start_sends(ivr, 2)
 
     # Nobody waits for them: the timers write the marks, the second what the first dropped.
     assert statuses_within(store, 5, ["sent", "sent"]) == ["sent", "sent"]
@@ -943,7 +940,7 @@ def test_a_marker_that_dies_leaves_its_sends_to_the_next(app, fake_twilio):
 def test_sends_that_finish_together_are_marked_in_one_write_unasked(app, fake_twilio):
     """Sends the provider took within MARK_DONE_AFTER_SECONDS of each other share one write,
     made by a timer: the last sends of a burst are marked though no later send comes."""
-    from ivr.sending import MARK_DONE_AFTER_SECONDS, SENDER_THREADS, PendingSend
+    from ivr.sending import MARK_DONE_AFTER_SECONDS, SENDER_THREADS
 
     ivr = app.extensions["ivr"]
     store = ivr.store
@@ -955,10 +952,7 @@ def test_sends_that_finish_together_are_marked_in_one_write_unasked(app, fake_tw
         mark(send_ids)
 
     store.sends_done = counted
-    for n in range(SENDER_THREADS):
-        phone = f"+1202555{100 + n:04d}"
-        note = CallNote(f"CA{n:032d}", phone, None, "main")
-        ivr.sender.send(PendingSend(store.reserve_send(phone, 5, note), phone, note))
+    start_sends(ivr, SENDER_THREADS)
 
     sent = ["sent"] * SENDER_THREADS
     assert statuses_within(store, 10 * MARK_DONE_AFTER_SECONDS + 5, sent) == sent
