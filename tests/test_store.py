@@ -518,6 +518,21 @@ def test_a_built_in_code_is_stored_with_its_reservation_and_not_past_the_cap(sto
     assert other.consume_code(BLATHERS, "hash-4") is True
 
 
+def test_sends_are_marked_done_in_groups_and_a_failed_one_stays_failed(stores):
+    from ivr.store import CodeSend, SendStatus
+
+    store, other = stores
+    notes = [CallNote(f"CA{n:032d}", f"+1202555{n:04d}", None, "main") for n in range(3)]
+    ids = [store.reserve_send(note.phone, 5, note) for note in notes]
+    store.send_failed(ids[1], SendStatus.FAILED, Outcome.PROVIDER_ERROR, notes[1])
+
+    other.sends_done(ids)
+
+    with store.engine.connect() as connection:
+        rows = connection.execute(select(CodeSend.id, CodeSend.status).order_by(CodeSend.id))
+        assert [status for _, status in rows] == ["sent", "failed", "sent"]
+
+
 def test_a_database_error_on_the_webhook_path_is_sqlalchemys(stores):
     """The prepared statements raise what SQLAlchemy raises (and drop a lost pool as it does)."""
     from sqlalchemy import text

@@ -8,9 +8,11 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import (
     DateTime,
+    Integer,
     Select,
     String,
     and_,
+    any_,
     bindparam,
     case,
     delete,
@@ -225,6 +227,15 @@ _SEND_DONE = Prepared(
     .where(_sends.c.id == bindparam("send_id"), _sends.c.status == SendStatus.STARTED.value)
     .values(status=SendStatus.SENT.value)
 )
+# PostgreSQL: a group of sends in one statement, one round trip (bind parameter send_ids).
+_SENDS_DONE = Prepared(
+    update(_sends)
+    .where(
+        _sends.c.id == any_(bindparam("send_ids", type_=postgresql.ARRAY(Integer()))),
+        _sends.c.status == SendStatus.STARTED.value,
+    )
+    .values(status=SendStatus.SENT.value)
+)
 # The built-in provider's codes: one per number and purpose, stored as a keyed hash.
 _codes = OneTimeCode.__table__
 _THIS_CODE = and_(_codes.c.phone == bindparam("phone"), _codes.c.purpose == bindparam("purpose"))
@@ -418,9 +429,12 @@ class GuardStore(Database):
     def sends_done(self, send_ids: list[int]) -> None:
         """Record that the provider took these sends (what tells a slow send from a stuck one).
 
-        One transaction on SQLite; on PostgreSQL each commits by itself, in one checkout.
+        One transaction on SQLite; one statement on PostgreSQL.
         """
         with self._writing_alone() as connection:
+            if self.dialect == "postgresql":
+                _SENDS_DONE.run(connection, {"send_ids": list(send_ids)})
+                return
             for send_id in send_ids:
                 _SEND_DONE.run(connection, {"send_id": send_id})
 
