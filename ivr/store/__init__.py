@@ -1,7 +1,8 @@
 """The database: the only package that issues SQL. One module per aggregate, one `Store`.
 
-Each method of `Store` is one transaction. Webhooks and pages ask `Store` by what they need
-(`caller_at_line`, `claim_attempt`, `log_call`, ...); the modules say where each lives:
+Each method of `Store` is one transaction (on SQLite, /voice's webhook claim leaves its open
+for the request's next write: `Database._held_open`). Webhooks and pages ask `Store` by what
+they need (`caller_at_line`, `claim_attempt`, `log_call`, ...); the modules say where each lives:
 rooms.py (rooms, participants, the caller lookup), guards.py (failures, lockouts, send caps,
 codes), enrolments.py (authenticator apps), calls.py (the call log), live.py (conference
 members), admins.py, audit.py (the audit trail, append-only), webhooks.py (Twilio's retries),
