@@ -70,6 +70,9 @@ class CodeSender:
         self._done: list[int] = []
         self._marker: threading.Timer | None = None
         self._mark_done_after = mark_done_after
+        # Groups being written now, and word when one is: wait_idle waits for them.
+        self._writing_marks = 0
+        self._marks_written = threading.Condition(self._lock)
 
     def send(self, pending: PendingSend) -> None:
         """Start sending a call's code; return at once."""
@@ -108,40 +111,61 @@ class CodeSender:
         """
         with self._lock:
             self._done.append(send_id)
-            if self._marker is None:  # else the timer already set takes it
-                self._start_marker()
+            if self._marker is not None:
+                return  # the timer already set takes it
+            # Not a daemon: at exit the interpreter waits the moment it takes to write them.
+            timer = self._marker = threading.Timer(self._mark_done_after, self._write_marks)
+            timer.daemon = False
+        self._start_marker(timer)
+
+    def _start_marker(self, timer: threading.Timer) -> None:
+        """Start the timer that writes the marks; if no thread can be had for it (at
+        interpreter shutdown, or none left), write them now, on this thread."""
+        try:
+            timer.start()
+        except RuntimeError:
+            with self._lock:
+                if self._marker is timer:
+                    self._marker = None
+            self._write_marks(now=True)
 
     def _write_marks(self, now: bool = False) -> None:
-        """Write the sends waiting to be marked done (the timer's job, or `now` on demand)."""
+        """Write the sends waiting to be marked done: the timer's job, or `now` on demand,
+        which also waits for a timer's write in progress."""
         with self._lock:
             batch, self._done = self._done, []
             marker = self._marker
             if now or marker is threading.current_thread():
                 self._marker = None
+            if batch:
+                self._writing_marks += 1
         if now and marker is not None:
             marker.cancel()
-        if not batch:
-            return
         try:
-            self._write_done(batch)
+            if batch:
+                self._write_done(batch)
         except BaseException:
             # Never lose them with a thread that is stopped: the next timer writes them.
             with self._lock:
                 self._done[:0] = batch
             self._mark_again()
             raise
+        finally:
+            if batch:
+                with self._lock:
+                    self._writing_marks -= 1
+                    self._marks_written.notify_all()
+        if now:
+            with self._lock:
+                self._marks_written.wait_for(lambda: self._writing_marks == 0, timeout=30)
 
     def _mark_again(self) -> None:
         with self._lock:
-            if self._marker is None and self._done:
-                self._start_marker()
-
-    def _start_marker(self) -> None:
-        """Set the timer that writes the marks (the caller holds the lock)."""
-        # Not a daemon: at exit the interpreter waits the moment it takes to write them.
-        self._marker = threading.Timer(self._mark_done_after, self._write_marks)
-        self._marker.daemon = False
-        self._marker.start()
+            if self._marker is not None or not self._done:
+                return
+            timer = self._marker = threading.Timer(self._mark_done_after, self._write_marks)
+            timer.daemon = False
+        self._start_marker(timer)
 
     def _write_done(self, batch: list[int]) -> None:
         """Write a group of sends done; if the group fails, try each on its own."""
@@ -170,10 +194,6 @@ class CodeSender:
             self._codes.send(
                 pending.phone, pending.channel, language=pending.language, code=pending.code
             )
-            self._metrics.code_sent(pending.channel, LINE)
-            # The call log already says "code sent"; the send is marked done, not stuck.
-            self._mark_done(pending.send_id)
-            return
         except SendRefused:
             log.info("code send refused: too many codes to this number")
             status, outcome = SendStatus.REFUSED, Outcome.SEND_LIMIT
@@ -184,6 +204,12 @@ class CodeSender:
             # Nothing may escape a worker thread unseen: the caller must still hear about it.
             log.exception("code send failed")
             status, outcome = SendStatus.FAILED, Outcome.PROVIDER_ERROR
+        else:
+            # Went out: the call log already says "code sent", and the send is marked done, not
+            # stuck. (Whatever goes wrong from here, the code was sent: never recorded failed.)
+            self._mark_done(pending.send_id)
+            self._metrics.code_sent(pending.channel, LINE)
+            return
         try:
             self._store.send_failed(pending.send_id, status, outcome, pending.note)
             # The call's "code sent" became this outcome: the sender decided it.

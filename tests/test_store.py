@@ -533,6 +533,25 @@ def test_sends_are_marked_done_in_groups_and_a_failed_one_stays_failed(stores):
         assert [status for _, status in rows] == ["sent", "failed", "sent"]
 
 
+def test_a_caller_row_that_cannot_be_read_leaves_no_check_claimed(stores):
+    """A participant row the line cannot read (a role it does not know): the look-up fails,
+    and the code check claimed with it is given back, not left in flight."""
+    from sqlalchemy import text
+
+    store, _ = stores
+    store.import_participants([ParticipantRow(BLATHERS, "Blathers", Role.PARTICIPANT)])
+    with store.engine.begin() as connection:
+        connection.execute(text("UPDATE participants SET role = 'bogus'"))
+    lookup = CallerLookup(BLATHERS, None, "CA" + "8" * 32, claiming_a_check=3)
+
+    with pytest.raises(ValueError):
+        store.claim_webhook_finding("token-1", "/gather", lookup)
+
+    with store.engine.connect() as connection:
+        guard = connection.execute(select(NumberGuard.failures, NumberGuard.checking)).all()
+    assert guard in ([], [(0, 0)])
+
+
 def test_a_database_error_on_the_webhook_path_is_sqlalchemys(stores):
     """The prepared statements raise what SQLAlchemy raises (and drop a lost pool as it does)."""
     from sqlalchemy import text

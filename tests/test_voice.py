@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from datetime import timedelta
 
@@ -958,6 +959,51 @@ def test_sends_that_finish_together_are_marked_in_one_write_unasked(app, fake_tw
     assert statuses_within(store, 10 * MARK_DONE_AFTER_SECONDS + 5, sent) == sent
     assert sorted(sum(writes, [])) == sorted(range(1, SENDER_THREADS + 1))
     assert len(writes) <= 2  # a write for all of them (or two, if the first timer fired early)
+
+
+def test_a_timer_that_cannot_start_leaves_the_marks_to_the_sender_itself(
+    app, fake_twilio, monkeypatch
+):
+    """No thread for the timer (at interpreter shutdown, or none left): the sender thread
+    writes the mark itself. A code that went out is never recorded as failed."""
+    import threading
+
+    ivr = app.extensions["ivr"]
+    refused = []
+
+    def no_thread(timer):
+        refused.append(timer)
+        raise RuntimeError("can't create new thread at interpreter shutdown")
+
+    monkeypatch.setattr(threading.Timer, "start", no_thread)
+    start_sends(ivr, 2)
+
+    assert statuses_within(ivr.store, 5, ["sent", "sent"]) == ["sent", "sent"]
+    assert refused  # the timer was tried, and could not start
+    assert outcomes(app) == ["code sent", "code sent"]
+
+
+def test_wait_idle_waits_for_a_timers_write_in_progress(app, fake_twilio):
+    """The dev phone and shutdown rely on it: once wait_idle returns, every send is marked."""
+    from ivr.sending import MARK_DONE_AFTER_SECONDS
+
+    ivr = app.extensions["ivr"]
+    store = ivr.store
+    mark = store.sends_done
+    writing = threading.Event()
+
+    def slow(send_ids):
+        writing.set()
+        time.sleep(0.3)  # a write queued behind others
+        mark(send_ids)
+
+    store.sends_done = slow
+    start_sends(ivr, 1)
+    assert writing.wait(MARK_DONE_AFTER_SECONDS + 5)  # the timer's write has begun
+
+    ivr.sender.wait_idle()
+
+    assert statuses_within(store, 0, ["sent"]) == ["sent"]
 
 
 def test_calls_answered_inside_one_app_context_keep_apart(app, client, fake_twilio):

@@ -259,14 +259,15 @@ def in_one_trip(connection: Connection, steps: list[tuple[Prepared, dict]]) -> l
     driver = connection.connection.driver_connection
     bound = [prepared._bound(connection, params) for prepared, params in steps]
     cursors = []
+    ends = []  # BEGIN's and COMMIT's cursors
     try:
         with driver.pipeline():
-            driver.execute("BEGIN")
+            ends.append(driver.execute("BEGIN"))
             for plan, arguments in bound:
                 cursor = driver.cursor()
                 cursor.execute(plan.sql, arguments)
                 cursors.append(cursor)
-            driver.execute("COMMIT")
+            ends.append(driver.execute("COMMIT"))
         return [
             _processed(plan, cursor.fetchall() if cursor.description else [], cursor.rowcount)
             for (plan, _), cursor in zip(bound, cursors, strict=True)
@@ -280,7 +281,7 @@ def in_one_trip(connection: Connection, steps: list[tuple[Prepared, dict]]) -> l
         connection._handle_dbapi_exception(error, plan.sql, arguments, None, None)
         raise  # not reached: SQLAlchemy raises its own DBAPIError
     finally:
-        for cursor in cursors:
+        for cursor in cursors + ends:
             cursor.close()
 
 

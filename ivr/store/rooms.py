@@ -426,7 +426,14 @@ class RoomStore(Database):
             return Claimed(SeenBefore(answer))
         if columns[0] is None:
             return Claimed(None, None, True, None, attempt_claimed=claiming)
-        caller = _caller_from(columns)
+        try:
+            caller = _caller_from(columns)
+        except ValueError:
+            # A row the line cannot read: the view looks again, and fails; it never gets to
+            # settle the check claimed here, so give it back now.
+            if attempt is not None:
+                self.give_back_attempt(lookup.phone)
+            raise
         if lookup.with_live_labels:
             caller = replace(caller, live_labels=frozenset(row[-1] or ()))
         return Claimed(None, caller, True, attempt, attempt_claimed=claiming)
