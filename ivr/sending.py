@@ -111,16 +111,17 @@ class CodeSender:
         """
         with self._lock:
             self._done.append(send_id)
-            if self._marker is not None:
-                return  # the timer already set takes it
+        self._set_marker()
+
+    def _set_marker(self) -> None:
+        """Start the timer that writes the marks, unless one is set or none wait; if no thread
+        can be had for it (at interpreter shutdown, or none left), write them now, here."""
+        with self._lock:
+            if self._marker is not None or not self._done:
+                return  # the timer already set takes them
             # Not a daemon: at exit the interpreter waits the moment it takes to write them.
             timer = self._marker = threading.Timer(self._mark_done_after, self._write_marks)
             timer.daemon = False
-        self._start_marker(timer)
-
-    def _start_marker(self, timer: threading.Timer) -> None:
-        """Start the timer that writes the marks; if no thread can be had for it (at
-        interpreter shutdown, or none left), write them now, on this thread."""
         try:
             timer.start()
         except RuntimeError:
@@ -148,7 +149,7 @@ class CodeSender:
             # Never lose them with a thread that is stopped: the next timer writes them.
             with self._lock:
                 self._done[:0] = batch
-            self._mark_again()
+            self._set_marker()
             raise
         finally:
             if batch:
@@ -158,14 +159,6 @@ class CodeSender:
         if now:
             with self._lock:
                 self._marks_written.wait_for(lambda: self._writing_marks == 0, timeout=30)
-
-    def _mark_again(self) -> None:
-        with self._lock:
-            if self._marker is not None or not self._done:
-                return
-            timer = self._marker = threading.Timer(self._mark_done_after, self._write_marks)
-            timer.daemon = False
-        self._start_marker(timer)
 
     def _write_done(self, batch: list[int]) -> None:
         """Write a group of sends done; if the group fails, try each on its own."""

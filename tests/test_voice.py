@@ -884,18 +884,14 @@ def test_a_group_of_sends_that_cannot_be_marked_together_is_marked_one_by_one(ap
 
     ivr = app.extensions["ivr"]
     store = ivr.store
-    writes: list[list[int]] = []
-    mark = store.sends_done
 
-    def restart_during_groups(send_ids):
-        writes.append(list(send_ids))
+    def restart_during_groups(send_ids, writes):
         if len(writes) == 1:
             time.sleep(0.1)  # the first write is slow: the other sends finish meanwhile
         if len(send_ids) > 1:
             raise ConnectionError("the database restarted")
-        mark(send_ids)
 
-    store.sends_done = restart_during_groups
+    writes = watch_marks(store, restart_during_groups)
     fake_twilio.latency = 0.05
     start_sends(ivr, SENDER_THREADS)
     ivr.sender.wait_idle()
@@ -903,6 +899,22 @@ def test_a_group_of_sends_that_cannot_be_marked_together_is_marked_one_by_one(ap
     assert any(len(write) > 1 for write in writes)  # a group was tried, and failed
     with store.engine.connect() as connection:
         assert connection.scalars(select(CodeSend.status)).all() == ["sent"] * SENDER_THREADS
+
+
+def watch_marks(store, step=None) -> list[list[int]]:
+    """Route the store's `sends_done` through `step(send_ids, writes)`, which may sleep or
+    raise before the real write; return the list of every write tried, kept as they come."""
+    writes: list[list[int]] = []
+    mark = store.sends_done
+
+    def watched(send_ids):
+        writes.append(list(send_ids))
+        if step is not None:
+            step(send_ids, writes)
+        mark(send_ids)
+
+    store.sends_done = watched
+    return writes
 
 
 def statuses_within(store, seconds: float, expected: list[str]) -> list[str]:
@@ -918,19 +930,14 @@ def statuses_within(store, seconds: float, expected: list[str]) -> list[str]:
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 def test_a_marker_that_dies_leaves_its_sends_to_the_next(app, fake_twilio):
-
     ivr = app.extensions["ivr"]
     store = ivr.store
-    mark = store.sends_done
-    calls = []
 
-    def dies_once(send_ids):
-        calls.append(list(send_ids))
-        if len(calls) == 1:
+    def dies_once(_send_ids, writes):
+        if len(writes) == 1:
             raise SystemExit("the marking thread is stopped")
-        mark(send_ids)
 
-    store.sends_done = dies_once
+    calls = watch_marks(store, dies_once)
     start_sends(ivr, 2)
 
     # Nobody waits for them: the timers write the marks, the second what the first dropped.
@@ -945,14 +952,7 @@ def test_sends_that_finish_together_are_marked_in_one_write_unasked(app, fake_tw
 
     ivr = app.extensions["ivr"]
     store = ivr.store
-    writes: list[list[int]] = []
-    mark = store.sends_done
-
-    def counted(send_ids):
-        writes.append(list(send_ids))
-        mark(send_ids)
-
-    store.sends_done = counted
+    writes = watch_marks(store)
     start_sends(ivr, SENDER_THREADS)
 
     sent = ["sent"] * SENDER_THREADS
@@ -966,8 +966,6 @@ def test_a_timer_that_cannot_start_leaves_the_marks_to_the_sender_itself(
 ):
     """No thread for the timer (at interpreter shutdown, or none left): the sender thread
     writes the mark itself. A code that went out is never recorded as failed."""
-    import threading
-
     ivr = app.extensions["ivr"]
     refused = []
 
@@ -989,15 +987,13 @@ def test_wait_idle_waits_for_a_timers_write_in_progress(app, fake_twilio):
 
     ivr = app.extensions["ivr"]
     store = ivr.store
-    mark = store.sends_done
     writing = threading.Event()
 
-    def slow(send_ids):
+    def slow(_send_ids, _writes):
         writing.set()
         time.sleep(0.3)  # a write queued behind others
-        mark(send_ids)
 
-    store.sends_done = slow
+    watch_marks(store, slow)
     start_sends(ivr, 1)
     assert writing.wait(MARK_DONE_AFTER_SECONDS + 5)  # the timer's write has begun
 

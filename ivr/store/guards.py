@@ -299,9 +299,8 @@ class GuardStore(Database):
         claimed in a window, which a lockout or a success ends. Settle every claim with
         `fail_attempt`, `succeed_attempt` (or `record_join`) or `give_back_attempt`.
         """
-        values = {"phone": phone, "max_attempts": max_attempts, "now": utcnow()}
         with self._writing_alone() as connection:
-            return _GUARD_STATEMENTS[guard]["claim"].run(connection, values).scalar()
+            return claim_attempt_in(connection, phone, max_attempts, guard)
 
     def fail_attempt(
         self,
@@ -496,10 +495,12 @@ class GuardStore(Database):
             return _CONSUME_CODE.run(connection, code).rowcount == 1
 
 
-def claim_attempt_in(connection, phone: str, max_attempts: int) -> int | None:
-    """`claim_attempt` for the line, inside the caller's transaction."""
+def claim_attempt_in(
+    connection, phone: str, max_attempts: int, guard: Guard = NumberGuard
+) -> int | None:
+    """`claim_attempt` inside the caller's transaction."""
     values = {"phone": phone, "max_attempts": max_attempts, "now": utcnow()}
-    return _GUARD_STATEMENTS[NumberGuard]["claim"].run(connection, values).scalar()
+    return _GUARD_STATEMENTS[guard]["claim"].run(connection, values).scalar()
 
 
 def settle_success(connection, phone: str, guard: Guard = NumberGuard) -> None:
