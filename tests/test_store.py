@@ -602,3 +602,53 @@ def test_after_a_database_restart_one_webhook_fails_not_one_per_pooled_connectio
     # The other stale connections, in both pools, went with it: the next webhooks just work.
     assert [store.claim_webhook(f"token-{n}", "/voice") for n in range(2, 6)] == [None] * 4
     assert [store.reserve_send(BLATHERS, 5) is not None for _ in range(4)] == [True] * 4
+
+
+def test_prepared_statements_bind_what_sqlalchemy_would(stores):
+    """`Prepared` builds each statement's values itself; they are the ones SQLAlchemy builds."""
+    import gc
+
+    from ivr.store.database import Prepared, _bind_values
+
+    store, _ = stores
+    prepared = [p for p in gc.get_objects() if isinstance(p, Prepared)]
+    assert len(prepared) > 20
+    checked = 0
+    with store.engine.connect() as connection:
+        for statement in prepared:
+            plan = statement._plan(connection.dialect)
+            if plan.binds is None:
+                continue
+            # Every key given, then none given: own values where the statement has them.
+            given = {key: f"value of {key}" for _, key, _, _ in plan.binds}
+            assert _bind_values(plan, given) == plan.compiled.construct_params(given)
+            optional = {key: f"value of {key}" for _, key, required, _ in plan.binds if required}
+            assert _bind_values(plan, optional) == plan.compiled.construct_params(optional)
+            checked += 1
+    assert checked > 20
+
+
+def test_a_failed_write_leaves_nothing_open_for_the_next(stores):
+    """SQLite's webhook writes share one kept connection: a write that fails part way rolls
+    back all it did, and the next write, from any thread, starts clean and stands."""
+    from sqlalchemy.exc import IntegrityError
+
+    from ivr.store.models import CodeSend
+
+    store, other = stores
+    note = CallNote("CA" + "1" * 32, MABEL, "Mabel", "main")
+    with pytest.raises(IntegrityError):
+        # The send and its log row are written, then the code is refused (no hash).
+        store.reserve_send(MABEL, 5, note, code=StoredCode(None, utcnow()))
+
+    def sends() -> int:
+        with other._session() as session:
+            return session.scalar(select(func.count()).select_from(CodeSend))
+
+    assert sends() == 0
+    assert other.call_log() == []
+    together([lambda: store.log_call(Outcome.WRONG_CODE, note)] * THREADS)
+    assert store.reserve_send(MABEL, 5, note) is not None
+    assert sends() == 1
+    outcomes = sorted(entry.outcome for entry in other.call_log())
+    assert outcomes == sorted([str(Outcome.WRONG_CODE)] * THREADS + [str(Outcome.CODE_SENT)])

@@ -44,6 +44,10 @@ class Database:
         # SQLite lets one writer in at a time and makes the others back off in sleeps of up to
         # 100 ms; a lock queues this process's writers without them. PostgreSQL locks rows.
         self._write_lock = threading.Lock() if url.startswith("sqlite") else nullcontext()
+        # SQLite: the process's one connection for the webhook path's writes, used only under
+        # the write lock (`_write_connection`).
+        self._writer: Connection | None = None
+        self._keeps_writer = self.sqlite_file is not None  # not for an in-memory database
         self.dialect = self.engine.dialect.name
         # SQLite: a write transaction this thread left open for its next write (`_held_open`).
         self._held = threading.local()
@@ -62,17 +66,52 @@ class Database:
         """Open a write transaction on the webhook path, or join the one this thread held open
         for it (see `_held_open`); either way it commits when the block ends."""
         held: Connection | None = getattr(self._held, "connection", None)
-        if held is None:
+        if held is None and not self._keeps_writer:
             with self._write_lock, self.engine.begin() as connection:
                 yield connection
             return
-        self._held.connection = None
+        if held is None:
+            self._write_lock.acquire()
+        else:
+            self._held.connection = None
         try:
+            if held is None:
+                held = self._write_connection()
+                held.begin()
             yield held
             held.commit()
         finally:
-            held.close()  # rolls back what was not committed
-            self._write_lock.release()
+            try:
+                if held is not None and held.in_transaction():
+                    held.rollback()  # what was not committed
+            finally:
+                self._write_lock.release()
+
+    def _write_connection(self) -> Connection:
+        """SQLite, with the write lock held: the connection the webhook path writes on.
+
+        One per process, kept checked out, since the write lock lets one writer in at a time
+        anyway: a pool checkout and return per transaction (and SQLAlchemy's events and reset
+        around them) cost more CPU than the transaction's own statements. A connection that
+        broke, or whose file was moved, replaced or deleted, is dropped for a new one, as the
+        pool's checkout check does for the others (`_watch_file`).
+        """
+        connection = self._writer
+        if connection is not None and (
+            connection.invalidated
+            or connection.closed
+            or _file_id(self.sqlite_file) != connection.info.get("file_id")
+        ):
+            self._writer = None
+            if not connection.closed:
+                connection.invalidate()  # never back into the pool
+                connection.close()
+            connection = None
+        if connection is None:
+            connection = self._writer = self.engine.connect()
+        if connection.in_transaction():
+            connection.rollback()  # not reached unless a block escaped `_writing`'s rollback
+        return connection
 
     @contextmanager
     def _held_open(self, hold: bool) -> Iterator[Connection]:
@@ -85,7 +124,7 @@ class Database:
         other writers queue on the write lock, and other processes' in SQLite's busy wait.
         Should the block fail, nothing is held: the transaction rolls back.
         """
-        if not hold or self.dialect != "sqlite":
+        if not hold or not self._keeps_writer:
             with self._writing_alone() as connection:
                 yield connection
             return
@@ -93,20 +132,26 @@ class Database:
         self._write_lock.acquire()
         connection = None
         try:
-            connection = self.engine.connect()
+            connection = self._write_connection()
             connection.begin()
             yield connection
         except BaseException:
-            if connection is not None:
-                connection.close()
-            self._write_lock.release()
+            try:
+                if connection is not None and connection.in_transaction():
+                    connection.rollback()
+            finally:
+                self._write_lock.release()
             raise
         # Taken over, with the write lock, by this thread's next write, which commits it.
         self._held.connection = connection
 
+    def holds_a_claim(self) -> bool:
+        """Whether this thread holds a write transaction open (`_held_open`)."""
+        return getattr(self._held, "connection", None) is not None
+
     def commit_held(self) -> None:
         """Commit the transaction this thread holds open, if it holds one."""
-        if getattr(self._held, "connection", None) is not None:
+        if self.holds_a_claim():
             with self._writing():
                 pass
 
@@ -140,6 +185,10 @@ class Database:
             sqlite3.connect(self.sqlite_file).close()
 
     def dispose(self) -> None:
+        with self._write_lock:
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
         self.engine.dispose()
         if self._autocommit is not None:
             self._autocommit.dispose()
@@ -214,7 +263,7 @@ class Prepared:
         plan = self._plans.get(connection.dialect.name)
         if plan is None:
             plan = self._plans[connection.dialect.name] = self._plan(connection.dialect)
-        values = plan.compiled.construct_params(params)
+        values = _bind_values(plan, params)
         for name, process in plan.bind_processors:
             value = values.get(name)
             if value is not None:
@@ -243,7 +292,12 @@ class Prepared:
             sql=compiled.string,
             positions=list(compiled.positiontup) if compiled.positional else None,
             bind_processors=[(name, process) for name, process in processors.items() if process],
-            result_processors=result_processors if any(result_processors) else None,
+            result_processors=(
+                [(index, p) for index, p in enumerate(result_processors) if p]
+                if any(result_processors)
+                else None
+            ),
+            binds=_plain_binds(compiled),
         )
 
 
@@ -287,15 +341,46 @@ def in_one_trip(connection: Connection, steps: list[tuple[Prepared, dict]]) -> l
 
 def _processed(plan: _Plan, rows: list, count: int) -> _Rows:
     """Return what a statement returned, its values through SQLAlchemy's result processors."""
-    if plan.result_processors:
-        rows = [
-            tuple(
-                value if p is None else p(value)
-                for value, p in zip(row, plan.result_processors, strict=True)
-            )
-            for row in rows
-        ]
+    if plan.result_processors and rows:
+        processed = []
+        for row in rows:
+            values = list(row)
+            for index, process in plan.result_processors:
+                values[index] = process(values[index])
+            processed.append(tuple(values))
+        rows = processed
     return _Rows(rows, count)
+
+
+def _plain_binds(compiled: Compiled) -> list[tuple[str, str, bool, object]] | None:
+    """Each bind parameter's name, key, whether it is required and its own value - or None if
+    any needs more of SQLAlchemy's `construct_params` than taking the value given or its own."""
+    if compiled.escaped_bind_names:
+        return None
+    binds = []
+    for bindparam, name in compiled.bind_names.items():
+        if bindparam.callable is not None or bindparam.expanding or bindparam.literal_execute:
+            return None
+        binds.append((name, bindparam.key, bindparam.required, bindparam.value))
+    return binds
+
+
+def _bind_values(plan: _Plan, params: dict) -> dict:
+    """What `plan.compiled.construct_params(params)` returns, in a fraction of its CPU (one
+    statement's values are built a dozen times per call on the webhook path)."""
+    if plan.binds is None:
+        return plan.compiled.construct_params(params)
+    values = {}
+    for name, key, required, value in plan.binds:
+        if key in params:
+            values[name] = params[key]
+        elif name in params:
+            values[name] = params[name]
+        elif required:
+            return plan.compiled.construct_params(params)  # raises SQLAlchemy's own error
+        else:
+            values[name] = value
+    return values
 
 
 @dataclass(frozen=True)
@@ -304,7 +389,8 @@ class _Plan:
     sql: str
     positions: list[str] | None
     bind_processors: list[tuple[str, Callable]]
-    result_processors: list[Callable | None] | None
+    result_processors: list[tuple[int, Callable]] | None  # (column, processor) where it has one
+    binds: list[tuple[str, str, bool, object]] | None  # see `_plain_binds`
 
 
 @dataclass(frozen=True)
