@@ -652,3 +652,47 @@ def test_a_failed_write_leaves_nothing_open_for_the_next(stores):
     assert sends() == 1
     outcomes = sorted(entry.outcome for entry in other.call_log())
     assert outcomes == sorted([str(Outcome.WRONG_CODE)] * THREADS + [str(Outcome.CODE_SENT)])
+
+
+def test_a_commit_that_fails_leaves_the_next_writers_free(stores):
+    """A commit can fail where its statements did not (here a deferred foreign key; in
+    production a full disk): the write is lost, and the next webhook writes, from this
+    instance and the other, stand."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import IntegrityError
+
+    store, other = stores
+    with store.engine.begin() as connection:
+        connection.execute(text("CREATE TABLE parents (id INTEGER PRIMARY KEY)"))
+        connection.execute(
+            text(
+                "CREATE TABLE children (parent INTEGER REFERENCES parents (id) "
+                "DEFERRABLE INITIALLY DEFERRED)"
+            )
+        )
+    try:
+        with pytest.raises(IntegrityError), store._writing() as connection:
+            connection.execute(text("INSERT INTO children VALUES (42)"))  # refused at COMMIT
+
+        note = CallNote("CA" + "1" * 32, MABEL, "Mabel", "main")
+        store.log_call(Outcome.WRONG_CODE, note)
+        other.log_call(Outcome.WRONG_CODE, note)
+        assert store.reserve_send(MABEL, 5, note) is not None
+        assert len(other.call_log()) == 3
+        with other.engine.connect() as connection:
+            assert connection.execute(text("SELECT count(*) FROM children")).scalar() == 0
+    finally:
+        with other.engine.begin() as connection:
+            connection.execute(text("DROP TABLE children"))
+            connection.execute(text("DROP TABLE parents"))
+
+
+def test_dispose_lets_go_of_a_claim_this_thread_holds(stores):
+    """Disposing a store (at shutdown, or a test's end) while this thread holds a webhook claim
+    open neither hangs nor keeps the claim."""
+    store, other = stores
+    voice_claim(store, "token-1")
+    store.dispose()
+    # On SQLite the claim went with the transaction it was held in; PostgreSQL committed it.
+    again = voice_claim(other, "token-1", hold=False)
+    assert (again.seen is None) == (store.dialect == "sqlite")

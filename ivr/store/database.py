@@ -25,6 +25,8 @@ from sqlalchemy.orm import sessionmaker
 from ivr import schema
 from ivr.store.models import Base, Room
 
+log = logging.getLogger(__name__)
+
 
 class DatabaseDown(Exception):
     """The database cannot be reached (or its SQLite file is gone)."""
@@ -48,6 +50,9 @@ class Database:
         # the write lock (`_write_connection`).
         self._writer: Connection | None = None
         self._keeps_writer = self.sqlite_file is not None  # not for an in-memory database
+        # The path `_watch_file` checks, resolved once: a relative one would change meaning
+        # with the working directory.
+        self._writer_file = self.sqlite_file.resolve() if self.sqlite_file else None
         self.dialect = self.engine.dialect.name
         # SQLite: a write transaction this thread left open for its next write (`_held_open`).
         self._held = threading.local()
@@ -82,8 +87,10 @@ class Database:
             held.commit()
         finally:
             try:
-                if held is not None and held.in_transaction():
-                    held.rollback()  # what was not committed
+                if held is not None and held.get_transaction() is not None:
+                    # Not committed - the block failed, or the commit itself did (a full disk):
+                    # this connection is not trusted again.
+                    self._drop_writer(held)
             finally:
                 self._write_lock.release()
 
@@ -100,18 +107,26 @@ class Database:
         if connection is not None and (
             connection.invalidated
             or connection.closed
-            or _file_id(self.sqlite_file) != connection.info.get("file_id")
+            or connection.get_transaction() is not None
+            or _file_id(self._writer_file) != connection.info.get("file_id")
         ):
-            self._writer = None
-            if not connection.closed:
-                connection.invalidate()  # never back into the pool
-                connection.close()
+            self._drop_writer(connection)
             connection = None
         if connection is None:
             connection = self._writer = self.engine.connect()
-        if connection.in_transaction():
-            connection.rollback()  # not reached unless a block escaped `_writing`'s rollback
         return connection
+
+    def _drop_writer(self, connection: Connection) -> None:
+        """Close the kept write connection for good (rolling back what it had not committed);
+        the next write opens a new one."""
+        if self._writer is connection:
+            self._writer = None
+        try:
+            if not connection.closed:
+                connection.invalidate()  # never back into the pool
+                connection.close()
+        except Exception:  # the block's own error, if any, is the one to raise
+            log.warning("could not close the SQLite write connection", exc_info=True)
 
     @contextmanager
     def _held_open(self, hold: bool) -> Iterator[Connection]:
@@ -137,8 +152,8 @@ class Database:
             yield connection
         except BaseException:
             try:
-                if connection is not None and connection.in_transaction():
-                    connection.rollback()
+                if connection is not None:
+                    self._drop_writer(connection)
             finally:
                 self._write_lock.release()
             raise
@@ -185,10 +200,12 @@ class Database:
             sqlite3.connect(self.sqlite_file).close()
 
     def dispose(self) -> None:
-        with self._write_lock:
-            if self._writer is not None:
-                self._writer.close()
-                self._writer = None
+        """Close every connection (at shutdown; a write still running on another thread fails)."""
+        if self.holds_a_claim():
+            self._held.connection = None
+            self._write_lock.release()
+        if self._writer is not None:
+            self._drop_writer(self._writer)  # not under the write lock: another thread's claim
         self.engine.dispose()
         if self._autocommit is not None:
             self._autocommit.dispose()
@@ -355,8 +372,8 @@ def _processed(plan: _Plan, rows: list, count: int) -> _Rows:
 def _plain_binds(compiled: Compiled) -> list[tuple[str, str, bool, object]] | None:
     """Each bind parameter's name, key, whether it is required and its own value - or None if
     any needs more of SQLAlchemy's `construct_params` than taking the value given or its own."""
-    if compiled.escaped_bind_names:
-        return None
+    if compiled.escaped_bind_names or getattr(compiled, "_collected_params", None):
+        return None  # (the latter: values set by `.params()`)
     binds = []
     for bindparam, name in compiled.bind_names.items():
         if bindparam.callable is not None or bindparam.expanding or bindparam.literal_execute:
