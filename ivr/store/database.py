@@ -100,8 +100,9 @@ class Database:
         One per process, kept checked out, since the write lock lets one writer in at a time
         anyway: a pool checkout and return per transaction (and SQLAlchemy's events and reset
         around them) cost more CPU than the transaction's own statements. A connection that
-        broke, or whose file was moved, replaced or deleted, is dropped for a new one, as the
-        pool's checkout check does for the others (`_watch_file`).
+        broke, was left in a transaction (a failed commit) or whose file was moved, replaced
+        or deleted is dropped for a new one, as the pool's checkout check does for the others
+        (`_watch_file`).
         """
         connection = self._writer
         if connection is not None and (
