@@ -76,23 +76,34 @@ class Database:
                 yield connection
             return
         if held is None:
-            self._write_lock.acquire()
+            held = self._begin_write()
         else:
             self._held.connection = None
         try:
-            if held is None:
-                held = self._write_connection()
-                held.begin()
             yield held
             held.commit()
         finally:
-            try:
-                if held is not None and held.get_transaction() is not None:
-                    # Not committed - the block failed, or the commit itself did (a full disk):
-                    # this connection is not trusted again.
-                    self._drop_writer(held)
-            finally:
-                self._write_lock.release()
+            self._end_write(held)
+
+    def _begin_write(self) -> Connection:
+        """SQLite: take the write lock and begin a transaction on the kept connection."""
+        self._write_lock.acquire()
+        try:
+            connection = self._write_connection()
+            connection.begin()
+        except BaseException:
+            self._write_lock.release()
+            raise
+        return connection
+
+    def _end_write(self, connection: Connection) -> None:
+        """SQLite: release the write lock. A connection still in a transaction - the block
+        failed, or the commit itself did (a full disk) - is not trusted again."""
+        try:
+            if connection.get_transaction() is not None:
+                self._drop_writer(connection)
+        finally:
+            self._write_lock.release()
 
     def _write_connection(self) -> Connection:
         """SQLite, with the write lock held: the connection the webhook path writes on.
@@ -135,7 +146,7 @@ class Database:
         ends, for this thread's next write to join and commit (or `commit_held`).
 
         One SQLite transaction instead of two, where a webhook writes again before it waits on
-        anything: each costs a pool checkout, SQLite's file locks, page reads into a page cache
+        anything: each costs SQLite's file locks, page reads into a page cache
         that other connections' commits emptied, and its own commit. Meanwhile the process's
         other writers queue on the write lock, and other processes' in SQLite's busy wait.
         Should the block fail, nothing is held: the transaction rolls back.
@@ -145,18 +156,11 @@ class Database:
                 yield connection
             return
         self.commit_held()
-        self._write_lock.acquire()
-        connection = None
+        connection = self._begin_write()
         try:
-            connection = self._write_connection()
-            connection.begin()
             yield connection
         except BaseException:
-            try:
-                if connection is not None:
-                    self._drop_writer(connection)
-            finally:
-                self._write_lock.release()
+            self._end_write(connection)  # rolls back: the connection goes, still in it
             raise
         # Taken over, with the write lock, by this thread's next write, which commits it.
         self._held.connection = connection
