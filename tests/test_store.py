@@ -564,16 +564,40 @@ def test_a_database_error_on_the_webhook_path_is_sqlalchemys(stores):
         store.claim_webhook("token-1", "/voice")
 
 
-@pytest.mark.skipif(
+def terminate_connections(store) -> None:
+    """Do what a database restart does to the store's connections: end every one of them."""
+    from sqlalchemy import create_engine, text
+
+    admin = create_engine(store.engine.url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(
+            text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = :name AND pid <> pg_backend_pid()"
+            ),
+            {"name": store.engine.url.database},
+        )
+    admin.dispose()
+
+
+def on_own_threads(count: int) -> list[ThreadPoolExecutor]:
+    """`count` threads that live until shut down: each runs what is submitted to it."""
+    return [ThreadPoolExecutor(1) for _ in range(count)]
+
+
+needs_postgresql = pytest.mark.skipif(
     not os.environ.get("TEST_DATABASE_URL"), reason="needs PostgreSQL (TEST_DATABASE_URL)"
 )
+
+
+@needs_postgresql
 @pytest.mark.parametrize("first_to_find_out", ["single statement", "transaction"])
 def test_after_a_database_restart_one_webhook_fails_not_one_per_pooled_connection(
     stores, first_to_find_out
 ):
     """A restart kills every pooled connection: the first webhook to find out drops them all,
     whichever of the two pools (single statements, transactions) it used."""
-    from sqlalchemy import create_engine, text
+    from sqlalchemy import text
     from sqlalchemy.exc import DBAPIError
 
     store, _ = stores
@@ -582,17 +606,7 @@ def test_after_a_database_restart_one_webhook_fails_not_one_per_pooled_connectio
     for connection in held:
         connection.execute(text("SELECT 1"))
         connection.close()  # back to the pools: four live connections in each
-    name = store.engine.url.database
-    admin = create_engine(store.engine.url.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(
-            text(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE datname = :name AND pid <> pg_backend_pid()"
-            ),
-            {"name": name},
-        )
-    admin.dispose()
+    terminate_connections(store)
     with pytest.raises(DBAPIError) as failed:
         if first_to_find_out == "single statement":
             store.claim_webhook("token-1", "/voice")
@@ -602,6 +616,84 @@ def test_after_a_database_restart_one_webhook_fails_not_one_per_pooled_connectio
     # The other stale connections, in both pools, went with it: the next webhooks just work.
     assert [store.claim_webhook(f"token-{n}", "/voice") for n in range(2, 6)] == [None] * 4
     assert [store.reserve_send(BLATHERS, 5) is not None for _ in range(4)] == [True] * 4
+
+
+@needs_postgresql
+def test_after_a_restart_threads_that_keep_connections_take_new_ones(stores):
+    """PostgreSQL: request threads keep their webhook connections; after a restart the first
+    webhook to find out fails, and every other thread's next statement runs on a new one."""
+    from sqlalchemy.exc import DBAPIError
+
+    store, _ = stores
+    threads = on_own_threads(4)
+    claimed = [
+        t.submit(store.claim_webhook, f"before-{n}", "/voice") for n, t in enumerate(threads)
+    ]
+    assert [future.result() for future in claimed] == [None] * 4
+    assert len(store._kept) == 4
+    terminate_connections(store)
+
+    with pytest.raises(DBAPIError) as failed:
+        threads[0].submit(store.claim_webhook, "after-0", "/voice").result()
+    assert failed.value.connection_invalidated
+    after = [t.submit(store.claim_webhook, f"after-{n}", "/voice") for n, t in enumerate(threads)]
+    assert [future.result() for future in after] == [None] * 4
+    assert store.reserve_send(MABEL, 5) is not None  # the pool of transactions, too
+    for thread in threads:
+        thread.shutdown()
+
+
+@needs_postgresql
+def test_threads_past_the_kept_connections_share_the_pool_and_ending_ones_give_theirs_back(
+    stores,
+):
+    import gc
+
+    from ivr.store.database import KEPT_CONNECTIONS
+
+    store, _ = stores
+    threads = on_own_threads(KEPT_CONNECTIONS + 4)
+    claimed = [t.submit(store.claim_webhook, f"token-{n}", "/voice") for n, t in enumerate(threads)]
+    assert [future.result() for future in claimed] == [None] * len(threads)
+    # The first ten threads keep theirs; the other four gave theirs back to the pool.
+    assert len(store._kept) == KEPT_CONNECTIONS
+    assert store._autocommit.pool.checkedout() == KEPT_CONNECTIONS
+    for thread in threads:
+        thread.shutdown()
+    gc.collect()
+    assert (len(store._kept), store._autocommit.pool.checkedout()) == (0, 0)
+    # Slots freed by ended threads are kept by the next ones.
+    newcomer = ThreadPoolExecutor(1)
+    assert newcomer.submit(store.claim_webhook, "token-new", "/voice").result() is None
+    assert len(store._kept) == 1
+    newcomer.shutdown()
+
+
+@needs_postgresql
+def test_a_kept_connection_left_in_a_transaction_is_not_used_again(stores):
+    """Should a statement ever leave a thread's kept connection inside a transaction, the
+    thread's next write does not land in it, uncommitted: it takes a new connection."""
+    store, other = stores
+    assert store.claim_webhook("token-1", "/voice") is None
+    stuck = store._held.kept.kept.connection
+    stuck.connection.driver_connection.execute("BEGIN")
+
+    assert store.claim_webhook("token-2", "/voice") is None
+    with other.engine.connect() as connection:
+        committed = connection.scalars(select(WebhookAnswer.token).order_by(WebhookAnswer.token))
+        assert list(committed) == ["token-1", "token-2"]
+    assert stuck.closed
+
+
+@needs_postgresql
+def test_dispose_closes_the_connections_other_threads_keep(stores):
+    store, _ = stores
+    thread = ThreadPoolExecutor(1)
+    assert thread.submit(store.claim_webhook, "token-1", "/voice").result() is None
+    (kept,) = store._kept
+    store.dispose()
+    assert kept.connection.closed and not store._kept
+    thread.shutdown()
 
 
 def test_prepared_statements_bind_what_sqlalchemy_would(stores):
@@ -626,6 +718,35 @@ def test_prepared_statements_bind_what_sqlalchemy_would(stores):
             assert _bind_values(plan, optional) == plan.compiled.construct_params(optional)
             checked += 1
     assert checked > 20
+
+
+def test_prepared_statements_return_their_rows_and_counts(stores):
+    """`Prepared` knows from the statement whether it returns rows (the driver is not asked):
+    a SELECT, an INSERT ... RETURNING and a CTE's final SELECT give rows, an UPDATE a count."""
+    from sqlalchemy import insert, literal, update
+
+    from ivr.store.database import Prepared
+
+    store, _ = stores
+    answers = WebhookAnswer
+    add = Prepared(
+        insert(answers)
+        .values(token="t-1", path="/voice", answer=None, at=utcnow())
+        .returning(answers.path)
+    )
+    settle = Prepared(update(answers).where(answers.token == "t-1").values(answer="<Response/>"))
+    read = Prepared(select(answers.answer).where(answers.token == "t-1"))
+    wrapped = select(literal("found").label("what")).cte("found")
+    from_cte = Prepared(select(wrapped.c.what))
+    with store.engine.begin() as connection:
+        added = add.run(connection, {})
+        settled = settle.run(connection, {})
+        found = read.run(connection, {})
+        from_a_cte = from_cte.run(connection, {})
+    assert (added.rows, added.rowcount) == ([("/voice",)], 1)
+    assert (settled.rows, settled.rowcount) == ([], 1)
+    assert found.rows == [("<Response/>",)]
+    assert from_a_cte.rows == [("found",)]
 
 
 def test_a_failed_write_leaves_nothing_open_for_the_next(stores):

@@ -10,12 +10,14 @@ import logging
 import os
 import sqlite3
 import threading
+import weakref
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
+from psycopg.pq import TransactionStatus
 from sqlalchemy import URL, Executable, create_engine, event, make_url, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Compiled, Connection, Engine
@@ -26,6 +28,11 @@ from ivr import schema
 from ivr.store.models import Base, Room
 
 log = logging.getLogger(__name__)
+
+# PostgreSQL: how many threads per process keep an autocommit connection of their own for the
+# webhook path's statements (`Database._statement_connection`): gunicorn's request threads (8 by
+# default) with room to spare, within the pool's size.
+KEPT_CONNECTIONS = 10
 
 
 class DatabaseDown(Exception):
@@ -62,9 +69,14 @@ class Database:
         # switching a shared pool's connection in and out of it at every checkout cost a
         # quarter of each statement's CPU. SQLite has no round trips to save.
         self._autocommit = None
+        # PostgreSQL: the threads that keep an autocommit connection of their own
+        # (`_statement_connection`), and how many restarts have been found since they took it.
+        self._kept: dict[_KeptConnection, weakref.finalize] = {}
+        self._kept_lock = threading.Lock()
+        self._restarts_found = 0
         if self.dialect != "sqlite":
             self._autocommit = _make_engine(url, None, isolation_level="AUTOCOMMIT")
-            _share_restarts(self.engine, self._autocommit)
+            _share_restarts(self.engine, self._autocommit, then=self._found_a_restart)
 
     @contextmanager
     def _writing(self) -> Iterator[Connection]:
@@ -182,14 +194,65 @@ class Database:
             with self._writing() as connection:
                 yield connection
         else:
-            with self._autocommit.connect() as connection:
+            with self._statement_connection() as connection:
                 yield connection
 
     @contextmanager
     def _reading(self) -> Iterator[Connection]:
         """Open a connection for reads on the webhook path, each statement on its own."""
-        with (self._autocommit or self.engine).connect() as connection:
-            yield connection
+        if self._autocommit is None:
+            with self.engine.connect() as connection:
+                yield connection
+        else:
+            with self._statement_connection() as connection:
+                yield connection
+
+    def _statement_connection(self) -> AbstractContextManager[Connection]:
+        """PostgreSQL: this thread's own autocommit connection, or a pooled one for the block.
+
+        The first KEPT_CONNECTIONS threads to ask keep one connection each, checked out for as
+        long as the thread lives: a pool checkout and return (and SQLAlchemy's events and reset
+        around them) cost more CPU than the statement they were for, three or four times a
+        call. An autocommit connection carries nothing from one statement to the next, so a
+        thread can keep it. One that broke, was left in a transaction, or was taken before a
+        restart that any connection found (`_found_a_restart`) is swapped for a new one, as the
+        pool's own invalidation does for pooled ones.
+        """
+        holder: _KeptHolder | None = getattr(self._held, "kept", None)
+        if holder is not None:
+            if holder.kept.usable(self._restarts_found):
+                return nullcontext(holder.kept.connection)
+            holder.release()  # and take a new one below
+        elif len(self._kept) >= KEPT_CONNECTIONS:
+            return self._autocommit.connect()
+        restarts = self._restarts_found
+        connection = self._autocommit.connect()
+        with self._kept_lock:
+            if len(self._kept) >= KEPT_CONNECTIONS:
+                return connection  # for the block only: its end gives it back
+            kept = _KeptConnection(connection, restarts)
+            # A thread's locals go when it ends, and with them its holder: the connection then
+            # goes back to the pool and another thread may keep one.
+            holder = self._held.kept = _KeptHolder(kept)
+            holder.release = self._kept[kept] = weakref.finalize(holder, self._let_go, kept)
+        return nullcontext(kept.connection)
+
+    def _let_go(self, kept: _KeptConnection) -> None:
+        """Give a kept connection back to the pool, or close it if it may be dead."""
+        with self._kept_lock:
+            self._kept.pop(kept, None)
+        connection = kept.connection
+        try:
+            if not connection.closed:
+                if kept.restarts != self._restarts_found:
+                    connection.invalidate()  # dead with the database it was opened to
+                connection.close()
+        except Exception:
+            log.warning("could not close a kept PostgreSQL connection", exc_info=True)
+
+    def _found_a_restart(self) -> None:
+        """A connection found the database restarted: the kept ones are just as dead."""
+        self._restarts_found += 1
 
     def upgrade_schema(self, revision: str = "head") -> schema.Upgrade:
         """Create or upgrade the schema to `revision`; rows are kept.
@@ -211,6 +274,8 @@ class Database:
             self._write_lock.release()
         if self._writer is not None:
             self._drop_writer(self._writer)  # not under the write lock: another thread's claim
+        for release in list(self._kept.values()):  # other threads' too: their statements fail
+            release()
         self.engine.dispose()
         if self._autocommit is not None:
             self._autocommit.dispose()
@@ -270,7 +335,7 @@ class Prepared:
         cursor = connection.connection.cursor()
         try:
             cursor.execute(plan.sql, arguments)
-            rows = cursor.fetchall() if cursor.description else []
+            rows = cursor.fetchall() if plan.returns_rows else []
             count = cursor.rowcount
         except connection.dialect.loaded_dbapi.Error as error:
             # As SQLAlchemy's own execution would: raise its DBAPIError, and on a lost
@@ -312,6 +377,9 @@ class Prepared:
         return _Plan(
             compiled=compiled,
             sql=compiled.string,
+            # Known from the statement: psycopg builds `cursor.description` afresh, a column
+            # object per column, every time it is read (a third of a claim's CPU).
+            returns_rows=bool(compiled._result_columns),
             positions=list(compiled.positiontup) if compiled.positional else None,
             bind_processors=[(name, process) for name, process in processors.items() if process],
             result_processors=(
@@ -345,7 +413,7 @@ def in_one_trip(connection: Connection, steps: list[tuple[Prepared, dict]]) -> l
                 cursors.append(cursor)
             ends.append(driver.execute("COMMIT"))
         return [
-            _processed(plan, cursor.fetchall() if cursor.description else [], cursor.rowcount)
+            _processed(plan, cursor.fetchall() if plan.returns_rows else [], cursor.rowcount)
             for (plan, _), cursor in zip(bound, cursors, strict=True)
         ]
     except connection.dialect.loaded_dbapi.Error as error:
@@ -405,10 +473,42 @@ def _bind_values(plan: _Plan, params: dict) -> dict:
     return values
 
 
+class _KeptConnection:
+    """A thread's own PostgreSQL autocommit connection (`Database._statement_connection`)."""
+
+    __slots__ = ("connection", "restarts")
+
+    def __init__(self, connection: Connection, restarts: int) -> None:
+        self.connection = connection
+        self.restarts = restarts  # the database's restart count when it was taken
+
+    def usable(self, restarts: int) -> bool:
+        connection = self.connection
+        return (
+            restarts == self.restarts
+            and not connection.invalidated
+            and not connection.closed
+            and connection.connection.driver_connection.pgconn.transaction_status
+            == TransactionStatus.IDLE
+        )
+
+
+class _KeptHolder:
+    """What a thread's locals hold of its kept connection; when the thread ends it goes, and
+    its `release` gives the connection back."""
+
+    __slots__ = ("kept", "release", "__weakref__")
+
+    def __init__(self, kept: _KeptConnection) -> None:
+        self.kept = kept
+        self.release: Callable[[], object] = lambda: None
+
+
 @dataclass(frozen=True)
 class _Plan:
     compiled: Compiled
     sql: str
+    returns_rows: bool
     positions: list[str] | None
     bind_processors: list[tuple[str, Callable]]
     result_processors: list[tuple[int, Callable]] | None  # (column, processor) where it has one
@@ -481,8 +581,9 @@ def _make_engine(url: str, sqlite_file: Path | None, **options) -> Engine:
     return create_engine(url, pool_size=10, max_overflow=20, pool_recycle=1800, **options)
 
 
-def _share_restarts(*engines: Engine) -> None:
-    """When one engine finds the database restarted, drop the others' pooled connections too.
+def _share_restarts(*engines: Engine, then: Callable[[], None]) -> None:
+    """When one engine finds the database restarted, drop the others' pooled connections too,
+    and call `then`.
 
     SQLAlchemy drops a whole pool when one of its connections turns out dead; with two pools
     on one database, the other's connections are just as dead, and would each cost a webhook.
@@ -490,6 +591,7 @@ def _share_restarts(*engines: Engine) -> None:
 
     def drop_the_others(context) -> None:
         if context.is_disconnect:
+            then()
             for other in engines:
                 if other is not context.engine:
                     other.dispose()
