@@ -24,6 +24,7 @@ from ivr.store import (
     StoredCode,
     utcnow,
 )
+from ivr.store.database import RECYCLE_SECONDS
 from ivr.store.models import WebhookAnswer
 from tests.conftest import BLATHERS, MABEL, MODERATOR, create_tables, lock_out
 
@@ -683,6 +684,18 @@ def test_a_kept_connection_left_in_a_transaction_is_not_used_again(stores):
         committed = connection.scalars(select(WebhookAnswer.token).order_by(WebhookAnswer.token))
         assert list(committed) == ["token-1", "token-2"]
     assert stuck.closed
+
+
+@needs_postgresql
+def test_a_kept_connection_is_replaced_when_it_is_as_old_as_the_pools_recycle_age(stores):
+    store, _ = stores
+    assert store.claim_webhook("token-1", "/voice") is None
+    old = store._held.kept.kept
+    old.recycle_at -= RECYCLE_SECONDS  # taken RECYCLE_SECONDS ago
+
+    assert store.claim_webhook("token-2", "/voice") is None
+    assert old.connection.closed and store._held.kept.kept is not old
+    assert list(store._kept) == [store._held.kept.kept]
 
 
 @needs_postgresql

@@ -10,6 +10,7 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -33,6 +34,9 @@ log = logging.getLogger(__name__)
 # webhook path's statements (`Database._statement_connection`): gunicorn's request threads (8 by
 # default) with room to spare, within the pool's size.
 KEPT_CONNECTIONS = 10
+# PostgreSQL: a connection older than this is closed and replaced at its next use (a firewall
+# or proxy may have dropped it silently after long idling), kept or pooled.
+RECYCLE_SECONDS = 1800
 
 
 class DatabaseDown(Exception):
@@ -214,9 +218,9 @@ class Database:
         long as the thread lives: a pool checkout and return (and SQLAlchemy's events and reset
         around them) cost more CPU than the statement they were for, three or four times a
         call. An autocommit connection carries nothing from one statement to the next, so a
-        thread can keep it. One that broke, was left in a transaction, or was taken before a
-        restart that any connection found (`_found_a_restart`) is swapped for a new one, as the
-        pool's own invalidation does for pooled ones.
+        thread can keep it. One that broke, was left in a transaction, was taken before a
+        restart that any connection found (`_found_a_restart`) or RECYCLE_SECONDS ago is
+        swapped for a new one, as the pool's own checks do for pooled ones.
         """
         holder: _KeptHolder | None = getattr(self._held, "kept", None)
         if holder is not None:
@@ -476,16 +480,18 @@ def _bind_values(plan: _Plan, params: dict) -> dict:
 class _KeptConnection:
     """A thread's own PostgreSQL autocommit connection (`Database._statement_connection`)."""
 
-    __slots__ = ("connection", "restarts")
+    __slots__ = ("connection", "restarts", "recycle_at")
 
     def __init__(self, connection: Connection, restarts: int) -> None:
         self.connection = connection
         self.restarts = restarts  # the database's restart count when it was taken
+        self.recycle_at = time.monotonic() + RECYCLE_SECONDS
 
     def usable(self, restarts: int) -> bool:
         connection = self.connection
         return (
             restarts == self.restarts
+            and time.monotonic() < self.recycle_at
             and not connection.invalidated
             and not connection.closed
             and connection.connection.driver_connection.pgconn.transaction_status
@@ -578,7 +584,9 @@ def _make_engine(url: str, sqlite_file: Path | None, **options) -> Engine:
     # No pre-ping: it would add a round trip to every checkout on the webhook path. After a
     # database restart SQLAlchemy notices the first broken connection and drops the whole pool;
     # only the requests in flight then fail, and their callers hear an apology.
-    return create_engine(url, pool_size=10, max_overflow=20, pool_recycle=1800, **options)
+    return create_engine(
+        url, pool_size=10, max_overflow=20, pool_recycle=RECYCLE_SECONDS, **options
+    )
 
 
 def _share_restarts(*engines: Engine, then: Callable[[], None]) -> None:
