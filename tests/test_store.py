@@ -762,6 +762,36 @@ def test_prepared_statements_return_their_rows_and_counts(stores):
     assert from_a_cte.rows == [("found",)]
 
 
+def test_prepared_statements_reuse_a_cursor_until_one_fails(stores):
+    """Statements on one connection share its cursor; one that fails takes its cursor with it,
+    and the next statement runs on a new one."""
+    from sqlalchemy import bindparam, insert
+    from sqlalchemy.exc import IntegrityError
+
+    from ivr.store.database import _CURSOR, Prepared
+
+    store, other = stores
+    add = Prepared(
+        insert(WebhookAnswer).values(
+            token=bindparam("token"), path="/voice", answer=None, at=bindparam("at")
+        )
+    )
+
+    def add_answer(token: str):
+        with store._writing_alone() as connection:
+            add.run(connection, {"token": token, "at": utcnow()})
+            return connection.connection.info.get(_CURSOR)
+
+    first = add_answer("token-1")
+    assert add_answer("token-2") is first
+    with pytest.raises(IntegrityError):
+        add_answer("token-1")
+    assert add_answer("token-3") is not first
+    with other.engine.connect() as connection:
+        kept = connection.scalars(select(WebhookAnswer.token).order_by(WebhookAnswer.token))
+        assert list(kept) == ["token-1", "token-2", "token-3"]
+
+
 def test_a_failed_write_leaves_nothing_open_for_the_next(stores):
     """SQLite's webhook writes share one kept connection: a write that fails part way rolls
     back all it did, and the next write, from any thread, starts clean and stands."""
