@@ -700,13 +700,81 @@ def test_a_kept_connection_is_replaced_when_it_is_as_old_as_the_pools_recycle_ag
 
 @needs_postgresql
 def test_dispose_closes_the_connections_other_threads_keep(stores):
+    """Closed, not given back to the pool: a statement still running on that thread must not
+    share its connection with one that checks it out meanwhile."""
+    from sqlalchemy import event
+
     store, _ = stores
     thread = ThreadPoolExecutor(1)
     assert thread.submit(store.claim_webhook, "token-1", "/voice").result() is None
     (kept,) = store._kept
+    theirs = kept.connection.connection.driver_connection
+    given_back = []
+    event.listen(store._autocommit.pool, "checkin", lambda dbapi, _record: given_back.append(dbapi))
     store.dispose()
     assert kept.connection.closed and not store._kept
+    assert theirs.closed and theirs not in given_back
     thread.shutdown()
+
+
+@needs_postgresql
+def test_a_thread_that_reacts_to_a_restart_never_gets_a_dead_pooled_connection(stores):
+    """While the first webhook to find a restart is still failing, another thread drops its
+    kept connection and takes a new one: from an emptied pool, not one of the dead idle ones."""
+    import threading
+
+    from sqlalchemy import event
+    from sqlalchemy.exc import DBAPIError
+
+    store, _ = stores
+    first, second = on_own_threads(2)
+    for n, thread in enumerate((first, second)):
+        assert thread.submit(store.claim_webhook, f"before-{n}", "/voice").result() is None
+    idle = [store._autocommit.connect() for _ in range(3)]
+    for connection in idle:
+        connection.exec_driver_sql("SELECT 1")
+        connection.close()  # three live connections idle in the pool
+    terminate_connections(store)
+    failing, go_on = threading.Event(), threading.Event()
+
+    def hold_the_first_failure(_context) -> None:  # runs after the store's own listener
+        if not failing.is_set():
+            failing.set()
+            go_on.wait(10)
+
+    event.listen(store._autocommit, "handle_error", hold_the_first_failure)
+    failed = first.submit(store.claim_webhook, "after-0", "/voice")
+    assert failing.wait(10)
+    try:
+        assert second.submit(store.claim_webhook, "after-1", "/voice").result() is None
+    finally:
+        go_on.set()
+    with pytest.raises(DBAPIError):
+        failed.result()
+    assert first.submit(store.claim_webhook, "after-2", "/voice").result() is None
+    for thread in (first, second):
+        thread.shutdown()
+
+
+@needs_postgresql
+def test_a_kept_connection_ends_each_block_outside_any_transaction(stores):
+    """A read through SQLAlchemy leaves no transaction of SQLAlchemy's behind; a block that
+    leaves the database's transaction open (and a row locked) gives its connection up at once."""
+    from sqlalchemy import text
+
+    store, other = stores
+    assert store.locked_until(BLATHERS) is None
+    assert not store._held.kept.kept.connection.in_transaction()
+    assert store.claim_webhook("token-1", "/voice") is None
+    with store._writing_alone() as connection:
+        driver = connection.connection.driver_connection
+        driver.execute("BEGIN")
+        driver.execute("SELECT token FROM webhook_answers WHERE token = 'token-1' FOR UPDATE")
+    assert not store._kept  # given up: the pool rolled its transaction back
+    with other.engine.begin() as connection:
+        connection.execute(text("SET LOCAL lock_timeout = '2s'"))
+        locked = text("SELECT token FROM webhook_answers WHERE token = 'token-1' FOR UPDATE")
+        assert connection.execute(locked).scalar() == "token-1"
 
 
 def test_prepared_statements_bind_what_sqlalchemy_would(stores):

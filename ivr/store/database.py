@@ -76,7 +76,9 @@ class Database:
         # PostgreSQL: the threads that keep an autocommit connection of their own
         # (`_statement_connection`), and how many restarts have been found since they took it.
         self._kept: dict[_KeptConnection, weakref.finalize] = {}
-        self._kept_lock = threading.Lock()
+        # Reentrant: a thread's holder may be collected (and give its connection back) while
+        # that same thread holds the lock.
+        self._kept_lock = threading.RLock()
         self._restarts_found = 0
         if self.dialect != "sqlite":
             self._autocommit = _make_engine(url, None, isolation_level="AUTOCOMMIT")
@@ -225,7 +227,7 @@ class Database:
         holder: _KeptHolder | None = getattr(self._held, "kept", None)
         if holder is not None:
             if holder.kept.usable(self._restarts_found):
-                return nullcontext(holder.kept.connection)
+                return self._on_kept(holder)
             holder.release()  # and take a new one below
         elif len(self._kept) >= KEPT_CONNECTIONS:
             return self._autocommit.connect()
@@ -239,16 +241,38 @@ class Database:
             # goes back to the pool and another thread may keep one.
             holder = self._held.kept = _KeptHolder(kept)
             holder.release = self._kept[kept] = weakref.finalize(holder, self._let_go, kept)
-        return nullcontext(kept.connection)
+        return self._on_kept(holder)
 
-    def _let_go(self, kept: _KeptConnection) -> None:
-        """Give a kept connection back to the pool, or close it if it may be dead."""
+    @contextmanager
+    def _on_kept(self, holder: _KeptHolder) -> Iterator[Connection]:
+        """Lend the thread's kept connection to a block; leave it with nothing open after it."""
+        connection = holder.kept.connection
+        try:
+            yield connection
+        finally:
+            if not (connection.invalidated or connection.closed):
+                try:
+                    if connection.in_transaction():
+                        # SQLAlchemy's own, begun by a `connection.execute`; in autocommit the
+                        # database holds none.
+                        connection.rollback()
+                    left_open = not _is_idle(connection)
+                except Exception:
+                    left_open = True
+                if left_open:
+                    # Inside a transaction (an interrupted `in_one_trip`): its row locks must
+                    # not wait for this thread's next statement. The pool rolls it back.
+                    holder.release()
+
+    def _let_go(self, kept: _KeptConnection, for_good: bool = False) -> None:
+        """Give a kept connection back to the pool; close it instead `for_good`, or if it may be
+        dead."""
         with self._kept_lock:
             self._kept.pop(kept, None)
         connection = kept.connection
         try:
             if not connection.closed:
-                if kept.restarts != self._restarts_found:
+                if for_good or kept.restarts != self._restarts_found:
                     connection.invalidate()  # dead with the database it was opened to
                 connection.close()
         except Exception:
@@ -278,8 +302,13 @@ class Database:
             self._write_lock.release()
         if self._writer is not None:
             self._drop_writer(self._writer)  # not under the write lock: another thread's claim
-        for release in list(self._kept.values()):  # other threads' too: their statements fail
-            release()
+        for release in list(self._kept.values()):
+            detached = release.detach()
+            if detached is not None:
+                # Other threads' too: closed, not pooled, so that no statement still running
+                # there shares its connection with a newcomer's. Those statements fail.
+                _, _, (kept,), _ = detached
+                self._let_go(kept, for_good=True)
         self.engine.dispose()
         if self._autocommit is not None:
             self._autocommit.dispose()
@@ -519,9 +548,14 @@ class _KeptConnection:
             and time.monotonic() < self.recycle_at
             and not connection.invalidated
             and not connection.closed
-            and connection.connection.driver_connection.pgconn.transaction_status
-            == TransactionStatus.IDLE
+            and _is_idle(connection)
         )
+
+
+def _is_idle(connection: Connection) -> bool:
+    """PostgreSQL: whether the connection is outside any transaction, as psycopg knows it."""
+    status = connection.connection.driver_connection.pgconn.transaction_status
+    return status == TransactionStatus.IDLE
 
 
 class _KeptHolder:
@@ -615,8 +649,8 @@ def _make_engine(url: str, sqlite_file: Path | None, **options) -> Engine:
 
 
 def _share_restarts(*engines: Engine, then: Callable[[], None]) -> None:
-    """When one engine finds the database restarted, drop the others' pooled connections too,
-    and call `then`.
+    """When one engine finds the database restarted, drop every engine's pooled connections,
+    then call `then`.
 
     SQLAlchemy drops a whole pool when one of its connections turns out dead; with two pools
     on one database, the other's connections are just as dead, and would each cost a webhook.
@@ -624,10 +658,11 @@ def _share_restarts(*engines: Engine, then: Callable[[], None]) -> None:
 
     def drop_the_others(context) -> None:
         if context.is_disconnect:
+            # Every pool, the finder's too, before `then`: a thread that reacts to `then` by
+            # taking a new connection must not be handed one of the dead ones still pooled.
+            for engine in engines:
+                engine.dispose()
             then()
-            for other in engines:
-                if other is not context.engine:
-                    other.dispose()
 
     for engine in engines:
         event.listen(engine, "handle_error", drop_the_others)
