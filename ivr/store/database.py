@@ -656,7 +656,7 @@ def _share_restarts(*engines: Engine, then: Callable[[], None]) -> None:
     on one database, the other's connections are just as dead, and would each cost a webhook.
     """
 
-    def drop_the_others(context) -> None:
+    def drop_every_pool(context) -> None:
         if context.is_disconnect:
             # Every pool, the finder's too, before `then`: a thread that reacts to `then` by
             # taking a new connection must not be handed one of the dead ones still pooled.
@@ -665,7 +665,7 @@ def _share_restarts(*engines: Engine, then: Callable[[], None]) -> None:
             then()
 
     for engine in engines:
-        event.listen(engine, "handle_error", drop_the_others)
+        event.listen(engine, "handle_error", drop_every_pool)
 
 
 def _watch_file(engine: Engine, path: Path) -> None:
