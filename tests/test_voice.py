@@ -132,6 +132,38 @@ def test_signature_over_the_url_with_its_default_port_is_accepted(builtin_app, f
     assert verbs(root) == ["Gather", "Redirect"]
 
 
+@pytest.mark.parametrize("signed_base", ["http://localhost:8080", "http://localhost"])
+def test_a_request_to_a_port_is_accepted_signed_with_or_without_it(
+    builtin_app, fake_twilio, signed_base
+):
+    """Twilio's library accepts either spelling; the line compares the one asked for first."""
+    params = call_params(BLATHERS)
+    headers = {"X-Twilio-Signature": sign(signed_base + "/voice", params)}
+    client = builtin_app.test_client()
+
+    response = client.post("/voice", data=params, headers=headers, base_url="http://localhost:8080")
+    settle(builtin_app)
+
+    assert verbs(twiml_of(response)) == ["Gather", "Redirect"]
+    assert len(fake_twilio.sent("message", BLATHERS)) == 1
+
+
+@pytest.mark.parametrize("signed_url", ["http://localhost:8081/voice", "http://localhost/gather"])
+def test_a_request_to_a_port_signed_for_another_url_is_refused(
+    builtin_app, fake_twilio, signed_url
+):
+    params = call_params(BLATHERS)
+    headers = {"X-Twilio-Signature": sign(signed_url, params)}
+    client = builtin_app.test_client()
+
+    response = client.post("/voice", data=params, headers=headers, base_url="http://localhost:8080")
+    settle(builtin_app)
+
+    assert response.status_code == 403
+    assert fake_twilio.requests == []
+    assert outcomes(builtin_app) == []
+
+
 def test_behind_a_proxy_signatures_are_checked_against_public_base_url(make_app, fake_twilio):
     app = make_app(PUBLIC_BASE_URL="https://line.example.com/")
     seed_roster(app)
