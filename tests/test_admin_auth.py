@@ -7,6 +7,7 @@ import os
 import re
 import time
 import xml.etree.ElementTree as ET
+from functools import partial
 
 import pytest
 from sqlalchemy import select
@@ -519,6 +520,33 @@ def test_webhooks_are_not_rate_limited(admin_app):
     for _ in range(60):
         response = signed_post(client, "/gather", call_params(BLATHERS))
         assert response.status_code == 200
+
+
+def test_the_limiters_request_hooks_run_only_where_it_limits(admin_app):
+    """Flask-Limiter's hooks cost every request they run for; only sign-in and enrolment
+    have limits, so Twilio's webhooks and the console's pages run none of them."""
+    limiter = admin_app.extensions["ivr_sign_in_limiter"]
+
+    def bound_to_limiter(hook) -> bool:
+        owner = hook.args[0] if isinstance(hook, partial) and hook.args else None
+        return limiter in (owner, getattr(hook, "__self__", None))
+
+    def limiter_hooks(blueprint: str) -> list[int]:
+        hooks = (
+            admin_app.before_request_funcs,
+            admin_app.after_request_funcs,
+            admin_app.teardown_request_funcs,
+        )
+        return [
+            sum(bound_to_limiter(hook) for hook in kind.get(name, []))
+            for kind in hooks
+            for name in (None, blueprint)
+        ]
+
+    assert limiter_hooks("voice") == [0, 0, 0, 0, 0, 0]
+    assert limiter_hooks("admin") == [0, 0, 0, 0, 0, 0]
+    assert limiter_hooks("admin_auth") == [0, 1, 0, 1, 0, 1]
+    assert limiter_hooks("enrolment") == [0, 1, 0, 1, 0, 1]
 
 
 @pytest.mark.skipif(not os.environ.get("TEST_REDIS_URL"), reason="TEST_REDIS_URL is not set")
