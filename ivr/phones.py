@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 
 import phonenumbers
@@ -11,6 +12,9 @@ import phonenumbers
 # most of them a look-up. Long text is not kept (no number is that long).
 PARSED_NUMBERS = 4096
 LONGEST_CACHED = 40
+
+# How Twilio spells a caller's number in From: E.164, a plus and up to 15 digits.
+E164_SPELLING = re.compile(r"\+[1-9][0-9]{6,14}")
 
 # What Twilio puts in From when the caller hides their number: "+266696687" spells ANONYMOUS on
 # a keypad; carriers also pass words through.
@@ -63,6 +67,17 @@ def caller_phone(raw: str | None) -> str | None:
     if text.lower().startswith(("client:", "sip:")):
         return None
     return parse_phone(text)
+
+
+def e164_spelled(raw: str | None) -> str | None:
+    """Return `raw` if it is spelled as an E.164 number and is not a withheld caller ID.
+
+    Unchecked: the number may not exist. Good for looking a caller up on the list, whose
+    numbers were all checked when they were added; `caller_phone` says what it really is.
+    """
+    if raw is None or not E164_SPELLING.fullmatch(raw) or is_withheld(raw):
+        return None
+    return raw
 
 
 def international(phone: str) -> str:

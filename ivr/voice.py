@@ -22,7 +22,7 @@ from ivr import hours, twiml
 from ivr.announcements import CALL_SID, CONFERENCE_SID, SAYINGS, ConferenceNews
 from ivr.languages import DEFAULT_LANGUAGE, LANGUAGES
 from ivr.logs import name_room
-from ivr.phones import caller_phone, is_withheld, parse_phone
+from ivr.phones import caller_phone, e164_spelled, is_withheld, parse_phone
 from ivr.sending import PendingSend
 from ivr.services import services
 from ivr.signature import is_signed_by_twilio
@@ -211,6 +211,8 @@ def voice():
     if call.phone is None:
         return call.refuse_caller_id()
     caller = call.caller_at_line()
+    if call.phone is None:  # spelled as a number, but none (see _Call.caller_at_line)
+        return call.refuse_caller_id()
     if caller is None or caller.name is None:
         return call.unknown_number(caller)
     # Before the lockout and any send: a closed room costs the caller nothing.
@@ -262,6 +264,8 @@ def gather():
 
     store = services().store
     caller = call.caller_at_line()
+    if call.phone is None:  # spelled as a number, but none (see _Call.caller_at_line)
+        return call.refuse_caller_id()
     if caller is None or caller.name is None:
         return call.unknown_number(caller)
     if _is_locked(caller):
@@ -461,7 +465,11 @@ class _Call:
 
     def __init__(self, raw_from: str | None, to: str | None, call_sid: str | None) -> None:
         self.raw_from = raw_from
-        self.phone = caller_phone(raw_from)
+        # Looked up as Twilio spells it, and parsed (tens of microseconds, the first time a
+        # worker sees a number) only if no one on the list has it: see `caller_at_line`.
+        spelled = e164_spelled(raw_from)
+        self.phone = spelled or caller_phone(raw_from)
+        self._phone_unparsed = spelled is not None
         self.line = parse_phone(to or "")
         self.call_sid = call_sid
         # A code check claimed with the caller's look-up (see _caller_to_find) and not yet
@@ -505,9 +513,26 @@ class _Call:
             caller = services().store.caller_at_line(
                 self.phone, self.line, self.call_sid, _stuck_before()
             )
+        if self._phone_unparsed and (caller is None or caller.name is None):
+            caller = self._look_up_as_parsed() or caller
         if caller is not None:
             name_room(caller.room)
         return caller
+
+    def _look_up_as_parsed(self) -> CallerAtLine | None:
+        """No one on the list has the number as Twilio spelled it: parse it, and return who
+        has it as parsing spells it, if that differs (else None; `phone` is None if it is no
+        number at all)."""
+        self._phone_unparsed = False
+        parsed = caller_phone(self.raw_from)
+        if parsed == self.phone:
+            return None
+        self.phone = parsed
+        # Nothing was claimed for a caller the first look-up did not find.
+        self._claimed_early, self._early_attempt = False, None
+        if parsed is None:
+            return None
+        return services().store.caller_at_line(parsed, self.line, self.call_sid, _stuck_before())
 
     def claim_attempt(self, max_attempts: int) -> int | None:
         """Claim a code check for the caller (see `Store.claim_attempt`): the one claimed with

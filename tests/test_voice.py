@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select, text, update
 
 from ivr import twiml
-from ivr.store import CallLogEntry, CallNote, CodeSend, NumberGuard
+from ivr.store import CallLogEntry, CallNote, CodeSend, NumberGuard, ParticipantRow, Role
 from ivr.voice import STUCK_MARGIN_SECONDS
 from tests.conftest import (
     BLATHERS,
@@ -202,6 +202,9 @@ def test_behind_a_proxy_signatures_are_checked_against_public_base_url(make_app,
         ("sip:alice@example.com", twiml.INVALID_NUMBER, "invalid number"),
         ("+1555", twiml.INVALID_NUMBER, "invalid number"),
         ("8005559876", twiml.INVALID_NUMBER, "invalid number"),
+        # Spelled as E.164, looked up as such, then found to be no number at all.
+        ("+15550100000", twiml.INVALID_NUMBER, "invalid number"),
+        ("+99912345678", twiml.INVALID_NUMBER, "invalid number"),
     ],
 )
 def test_withheld_and_invalid_caller_ids_are_refused_without_a_code(
@@ -212,6 +215,38 @@ def test_withheld_and_invalid_caller_ids_are_refused_without_a_code(
     assert_goodbye(root, message)
     assert fake_twilio.requests == []
     assert outcomes(app) == [outcome]
+
+
+# A UK number as a carrier may pass it: E.164's spelling, with the national trunk 0 kept.
+UK_PARTICIPANT = "+442079460000"
+UK_WITH_TRUNK_ZERO = "+4402079460000"
+
+
+@pytest.mark.parametrize("with_token", [False, True])
+def test_a_caller_id_spelled_otherwise_still_finds_the_participant(
+    app, client, fake_twilio, with_token
+):
+    """The line looks a caller up as Twilio spells the number, and parses it only if no one
+    has it: a participant is found either way, and their code check is claimed and settled."""
+    app.extensions["ivr"].store.import_participants(
+        [ParticipantRow(UK_PARTICIPANT, "Gulliver", Role.PARTICIPANT)]
+    )
+    root = dial_in(client, UK_WITH_TRUNK_ZERO)
+    assert verbs(root) == ["Gather", "Redirect"]
+    code = fake_twilio.code_for(UK_PARTICIPANT)
+
+    if with_token:
+        root = enter_as_twilio(client, UK_WITH_TRUNK_ZERO, code, "uk-token")
+    else:
+        root = enter(client, UK_WITH_TRUNK_ZERO, code)
+
+    assert root.find("Dial/Conference") is not None
+    assert outcomes(app) == ["code sent", "joined as participant"]
+    with app.extensions["ivr"].store.engine.connect() as connection:
+        logged = set(connection.scalars(select(CallLogEntry.phone)))
+    assert logged == {UK_PARTICIPANT}
+    assert (failures(app, UK_PARTICIPANT) or 0, checking(app, UK_PARTICIPANT) or 0) == (0, 0)
+    assert checking(app, UK_WITH_TRUNK_ZERO) is None
 
 
 def test_a_stranger_hears_they_are_not_recognized_and_nothing_is_sent(app, client, fake_twilio):
