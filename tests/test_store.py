@@ -928,3 +928,41 @@ def test_dispose_lets_go_of_a_claim_this_thread_holds(stores):
     # On SQLite the claim went with the transaction it was held in; PostgreSQL committed it.
     again = voice_claim(other, "token-1", hold=False)
     assert (again.seen is None) == (store.dialect == "sqlite")
+
+
+@needs_postgresql
+def test_one_trip_reuses_two_cursors_and_a_failed_step_undoes_them_all(stores):
+    """`in_one_trip` returns the last step's rows; it keeps its two cursors on the connection
+    from trip to trip, and a trip whose step fails leaves nothing written, takes its cursors
+    with it, and the next trip stands."""
+    from sqlalchemy import bindparam, insert
+    from sqlalchemy.exc import IntegrityError
+
+    from ivr.store.database import _CURSOR, _PIPELINE_CURSOR, Prepared, in_one_trip
+
+    store, other = stores
+    add = Prepared(
+        insert(WebhookAnswer)
+        .values(token=bindparam("token"), path="/voice", answer=None, at=bindparam("at"))
+        .returning(WebhookAnswer.token)
+    )
+
+    def trip(*tokens: str):
+        steps = [(add, {"token": token, "at": utcnow()}) for token in tokens]
+        with store._writing_alone() as connection:
+            rows = in_one_trip(connection, steps)
+            info = connection.connection.info
+            return rows.rows, (info.get(_CURSOR), info.get(_PIPELINE_CURSOR))
+
+    rows, cursors = trip("a-1", "a-2")
+    assert rows == [("a-2",)]
+    assert None not in cursors
+    assert trip("b-1", "b-2") == ([("b-2",)], cursors)
+    with pytest.raises(IntegrityError):
+        trip("c-1", "a-1", "c-2")  # the second step's token is taken: c-1 goes too
+    rows, after = trip("d-1")
+    assert rows == [("d-1",)]
+    assert set(after).isdisjoint(cursors)
+    with other.engine.connect() as connection:
+        kept = connection.scalars(select(WebhookAnswer.token).order_by(WebhookAnswer.token))
+        assert list(kept) == ["a-1", "a-2", "b-1", "b-2", "d-1"]

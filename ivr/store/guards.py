@@ -409,7 +409,7 @@ class GuardStore(Database):
             steps.append((_NEW_SEND_LOGGED_AND_KEPT[code is not None], logged_and_kept))
             # The lock, the sweep and the send in one round trip instead of four or five.
             with self._writing_alone() as connection:
-                return in_one_trip(connection, steps)[-1].scalar()
+                return in_one_trip(connection, steps).scalar()
         # A webhook claim this thread holds open took SQLite's write lock with its first
         # statement (see `_held_open`): the count below already reads the latest rows.
         joining_a_claim = self.holds_a_claim()
