@@ -49,7 +49,7 @@ def post_request(worker, req, environ, resp) -> None:
 
 # (module or services attribute, function, label): the parts of a call, timed inclusively.
 FUNCTIONS = [
-    ("flask", "preprocess_request", "before_request hooks (signature, claim, limiter, ...)"),
+    ("flask", "preprocess_request", "before_request hooks (CSRF, signature, claim, ...)"),
     ("flask", "process_response", "after_request hooks"),
     ("ivr.voice", "is_signed_by_twilio", "signature check"),
     ("ivr.voice", "_caller_to_find", "form and phone numbers, for the claim"),
