@@ -260,6 +260,9 @@ def gather():
         return call.refuse_caller_id()
     digits = request.form.get("Digits")
     if digits is None:
+        # No look-up comes first here to spare a number spelled as E.164 its parse.
+        if call.parsed_phone() is None:
+            return call.refuse_caller_id()
         return _no_input(call)
 
     store = services().store
@@ -519,15 +522,22 @@ class _Call:
             name_room(caller.room)
         return caller
 
+    def parsed_phone(self) -> str | None:
+        """Return the caller's number as parsing spells it (None if it is no number), parsing
+        it now if it was only looked up as Twilio spelled it."""
+        if self._phone_unparsed:
+            self._phone_unparsed = False
+            self.phone = caller_phone(self.raw_from)
+        return self.phone
+
     def _look_up_as_parsed(self) -> CallerAtLine | None:
         """No one on the list has the number as Twilio spelled it: parse it, and return who
         has it as parsing spells it, if that differs (else None; `phone` is None if it is no
         number at all)."""
-        self._phone_unparsed = False
-        parsed = caller_phone(self.raw_from)
-        if parsed == self.phone:
+        spelled = self.phone
+        parsed = self.parsed_phone()
+        if parsed == spelled:
             return None
-        self.phone = parsed
         # Nothing was claimed for a caller the first look-up did not find.
         self._claimed_early, self._early_attempt = False, None
         if parsed is None:

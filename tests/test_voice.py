@@ -217,6 +217,16 @@ def test_withheld_and_invalid_caller_ids_are_refused_without_a_code(
     assert outcomes(app) == [outcome]
 
 
+@pytest.mark.parametrize("path", ["/gather", "/gather?reprompt=3"])
+@pytest.mark.parametrize("caller_id", ["+15550100000", "+99912345678"])
+def test_a_gather_without_digits_from_no_number_is_refused(app, client, path, caller_id):
+    """Spelled as E.164 but no number: refused, with or without a look-up before."""
+    root = twiml_of(signed_post(client, path, call_params(caller_id)))
+
+    assert_goodbye(root, twiml.INVALID_NUMBER)
+    assert outcomes(app) == ["invalid number"]
+
+
 # A UK number as a carrier may pass it: E.164's spelling, with the national trunk 0 kept.
 UK_PARTICIPANT = "+442079460000"
 UK_WITH_TRUNK_ZERO = "+4402079460000"
