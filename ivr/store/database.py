@@ -453,16 +453,14 @@ def in_one_trip(connection: Connection, steps: list[tuple[Prepared, dict]]) -> _
             others.execute("COMMIT")
         rows = result.fetchall() if last_plan.returns_rows else []
         return _processed(last_plan, rows, result.rowcount)
-    except connection.dialect.loaded_dbapi.Error as error:
-        _drop_cursors(connection, (_CURSOR, _PIPELINE_CURSOR))
-        try:
-            driver.rollback()  # the statements after a failed one were skipped, COMMIT too
-        except connection.dialect.loaded_dbapi.Error:
-            pass  # a lost connection: SQLAlchemy drops it, and the pool, next
-        connection._handle_dbapi_exception(error, last_plan.sql, last_arguments, None, None)
-        raise  # not reached: SQLAlchemy raises its own DBAPIError
-    except BaseException:
-        _drop_cursors(connection, (_CURSOR, _PIPELINE_CURSOR))
+    except BaseException as error:
+        _drop_cursors(connection, (_CURSOR, _PIPELINE_CURSOR))  # not used again after a failure
+        if isinstance(error, connection.dialect.loaded_dbapi.Error):
+            try:
+                driver.rollback()  # the statements after a failed one were skipped, COMMIT too
+            except connection.dialect.loaded_dbapi.Error:
+                pass  # a lost connection: SQLAlchemy drops it, and the pool, next
+            connection._handle_dbapi_exception(error, last_plan.sql, last_arguments, None, None)
         raise
 
 
