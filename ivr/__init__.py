@@ -80,10 +80,14 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 class CookieSessions(SecureCookieSessionInterface):
     """Flask's signed-cookie sessions, without a signing serializer built for a request that
     brings no session cookie - every Twilio webhook: for them, an empty new session, as Flask's
-    own `open_session` returns after building one (a few microseconds on every webhook)."""
+    own `open_session` returns after building one (a few microseconds on every webhook). A
+    request without a Cookie header at all is not even parsed for one."""
 
     def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
-        if app.secret_key and not request.cookies.get(self.get_cookie_name(app)):
+        if app.secret_key and (
+            "HTTP_COOKIE" not in request.environ
+            or not request.cookies.get(self.get_cookie_name(app))
+        ):
             return self.session_class()
         return super().open_session(app, request)
 

@@ -20,12 +20,14 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import IO, Any
 
-from flask import g, has_request_context, request
+from flask import Request, g, has_request_context, request
 
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 FORMATS = ("text", "json")
 CONTEXT_KEYS = ("call_sid", "path", "room")
 _SID = re.compile(r"[A-Za-z0-9]{2,64}")
+# Where a request keeps what its log lines say of it (read from its path and form once).
+_CONTEXT_KEY = "ivr.log_context"
 
 # Outside a request (the code-sender threads): the call a job is working for.
 _job_context: ContextVar[Mapping[str, str]] = ContextVar(
@@ -78,28 +80,35 @@ class CallContext(logging.Filter):
     """Stamp a record with call_sid, path and room where known; a value given in extra= wins."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        context = dict(_job_context.get())
-        if has_request_context():
-            context.update(_request_context())
+        job = _job_context.get()
+        context = _request_context() if has_request_context() else None
         for key in CONTEXT_KEYS:
             if getattr(record, key, None) is None:
-                setattr(record, key, context.get(key))
+                value = context.get(key) if context else None
+                setattr(record, key, value if value is not None else job.get(key))
         return True
 
 
 def _request_context() -> dict[str, str]:
-    context = {"path": request.path}
-    if request.mimetype == "application/x-www-form-urlencoded":
+    """Return this request's path, call and room; all but the room read once per request."""
+    environ = request.environ
+    context = environ.get(_CONTEXT_KEY)
+    if context is None:
+        context = environ[_CONTEXT_KEY] = _read_request_context(request._get_current_object())
+    room = g.get("ivr_log_room")
+    return {**context, "room": room} if room else context
+
+
+def _read_request_context(current: Request) -> dict[str, str]:
+    context = {"path": current.path}
+    if current.mimetype == "application/x-www-form-urlencoded":
         try:
-            call_sid = request.form.get("CallSid")
+            call_sid = current.form.get("CallSid")
         except Exception:  # a body too large or cut short: a filter must never stop the line
             call_sid = None
         # An unsigned request's CallSid is anyone's text: never let it forge a line.
         if call_sid and _SID.fullmatch(call_sid):
             context["call_sid"] = call_sid
-    room = g.get("ivr_log_room")
-    if room:
-        context["room"] = room
     return context
 
 

@@ -179,9 +179,10 @@ def init_app(app: Flask, metrics: Metrics) -> None:
     @app.after_request
     def observe(response: Response) -> Response:
         started = g.pop("ivr_webhook_started", None)
-        if started is not None and request.url_rule is not None:
+        rule = request.url_rule if started is not None else None
+        if rule is not None:
             # The route rule, not the raw path, so odd URLs cannot grow the label set.
-            metrics.webhook(request.url_rule.rule, time.perf_counter() - started)
+            metrics.webhook(rule.rule, time.perf_counter() - started)
         return response
 
 

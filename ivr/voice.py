@@ -10,11 +10,13 @@ import logging
 import math
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Blueprint, Response, abort, current_app, g, request
+from flask import Blueprint, Request, Response, abort, current_app, g, request
 from twilio.twiml.voice_response import VoiceResponse
 from werkzeug.exceptions import HTTPException
 
@@ -80,8 +82,10 @@ bp = Blueprint("voice", __name__)
 @bp.before_request
 def require_twilio_signature() -> None:
     config = current_app.config
-    if not is_signed_by_twilio(request, config["SIGNING_TOKEN"], config["PUBLIC_BASE_URL"]):
-        log.warning("refused %s: missing or invalid X-Twilio-Signature", request.path)
+    # The request itself, not Flask's proxy to it: each use of a proxy looks the request up.
+    current = request._get_current_object()
+    if not is_signed_by_twilio(current, config["SIGNING_TOKEN"], config["PUBLIC_BASE_URL"]):
+        log.warning("refused %s: missing or invalid X-Twilio-Signature", current.path)
         abort(403)
 
 
@@ -93,19 +97,20 @@ def answer_retries_once() -> Response | None:
     code twice or send a second code. The token is claimed in the shared database, so a retry
     that reaches another instance is caught too.
     """
-    token = request.headers.get(IDEMPOTENCY_HEADER, "")
+    current = request._get_current_object()
+    token = current.headers.get(IDEMPOTENCY_HEADER, "")
     if not token or len(token) > MAX_TOKEN_LENGTH:
         return None
-    store = services().store
-    lookup = _caller_to_find()
+    ivr = services()
+    lookup = _caller_to_find(current)
     if lookup is None:
-        seen = store.claim_webhook(token, request.path)
+        seen = ivr.store.claim_webhook(token, current.path)
     else:
         # The view's first question, answered in the same trip to the database as the claim.
         # /voice writes next before it waits on anything: on SQLite, that write joins the
         # claim's transaction (until then the process's other writers wait for it).
-        holding = request.endpoint == "voice.voice"
-        claimed = store.claim_webhook_finding(token, request.path, lookup, hold=holding)
+        holding = current.endpoint == "voice.voice"
+        claimed = ivr.store.claim_webhook_finding(token, current.path, lookup, hold=holding)
         seen = claimed.seen
         if claimed.looked_up:
             g.caller_found = (lookup, claimed)
@@ -141,21 +146,21 @@ def commit_what_the_claim_held(_error: BaseException | None = None) -> None:
         log.exception("could not commit the webhook's claim")
 
 
-def _caller_to_find() -> CallerLookup | None:
-    """Return whom this request's view will look up first, if it is /voice or a /gather with
-    digits from a usable caller ID; None if it looks up no one, or not first."""
-    if request.endpoint != "voice.voice" and (
-        request.endpoint != "voice.gather" or "Digits" not in request.form
-    ):
+def _caller_to_find(current: Request) -> CallerLookup | None:
+    """Return whom the `current` request's view will look up first, if it is /voice or a
+    /gather with digits from a usable caller ID; None if it looks up no one, or not first."""
+    endpoint = current.endpoint
+    if endpoint != "voice.voice" and (endpoint != "voice.gather" or "Digits" not in current.form):
         return None
-    call = _Call.from_request()
+    call = _Call.from_request(current)
     if call.phone is None:
         return None
-    if request.endpoint == "voice.voice":
-        return call.lookup()
+    config = current_app.config
+    if endpoint == "voice.voice":
+        return call.lookup(config)
     # A right code's answer needs the labels in the conference: read with the caller. The
     # check is claimed with them too: the view claims it first thing after the look-up anyway.
-    return call.lookup(with_live_labels=True, claiming_a_check=current_app.config["MAX_ATTEMPTS"])
+    return call.lookup(config, with_live_labels=True, claiming_a_check=config["MAX_ATTEMPTS"])
 
 
 def _same_call(lookup: CallerLookup, call: _Call) -> bool:
@@ -232,9 +237,10 @@ def voice():
 
     note = call.note(caller)
     welcome = _welcome(caller, by).to_xml()
+    ivr = services()
     # A built-in code is made now, and stored with the reservation: one transaction.
-    code = services().codes.new_code(call.phone)
-    send_id = services().store.reserve_send(
+    code = ivr.codes.new_code(call.phone)
+    send_id = ivr.store.reserve_send(
         call.phone,
         SENDS_PER_HOUR,
         note,
@@ -246,10 +252,10 @@ def voice():
         return _twiml(twiml.goodbye(twiml.SEND_LIMIT, _language_of(caller)))
     # Logged first, so that it comes before anything the sender logs about this code.
     log.info("outcome: %s", Outcome.CODE_SENT)
-    services().metrics.call(Outcome.CODE_SENT, caller.room)
+    ivr.metrics.call(Outcome.CODE_SENT, caller.room)
     # The greeting does not wait for Twilio: the code is sent while the caller hears it.
     language = _language_of(caller)
-    services().sender.send(PendingSend(send_id, call.phone, note, CHANNELS[by], language, code))
+    ivr.sender.send(PendingSend(send_id, call.phone, note, CHANNELS[by], language, code))
     return _answer_kept(welcome)
 
 
@@ -265,7 +271,8 @@ def gather():
             return call.refuse_caller_id()
         return _no_input(call)
 
-    store = services().store
+    ivr = services()
+    store = ivr.store
     caller = call.caller_at_line()
     if call.phone is None:  # spelled as a number, but none (see _Call.caller_at_line)
         return call.refuse_caller_id()
@@ -320,7 +327,7 @@ def gather():
         # Settles the claim: a success clears the failures before it.
         store.record_join(joined, call.note(caller), _kept_with_change(joining))
         log.info("outcome: %s", joined)
-        services().metrics.call(joined, caller.room)
+        ivr.metrics.call(joined, caller.room)
         return _answer_kept(joining)
 
     locked_until = store.fail_attempt(
@@ -328,7 +335,7 @@ def gather():
     )
     if locked_until is not None:
         # Only the attempt that locks gets a time back: one count per lockout.
-        services().metrics.lockout(LINE)
+        ivr.metrics.lockout(LINE)
         return call.locked_out(caller, locked_until)
     language = _language_of(caller)
     if result == CheckResult.EXPIRED:
@@ -481,23 +488,29 @@ class _Call:
         self._early_attempt: int | None = None
 
     @classmethod
-    def from_request(cls) -> _Call:
-        """Return this request's call; read from its form once (the claim and the view ask).
+    def from_request(cls, current: Request | None = None) -> _Call:
+        """Return this request's call (`current`, if given, is it: Flask's `request` itself,
+        not its proxy); read from its form once (the claim and the view ask).
 
         Kept with the request itself, not in `g`: a request made inside another's app context
         (the dev phone, `flask call`) shares its `g`.
         """
-        call = request.environ.get(CALL_KEY)
+        if current is None:
+            current = request._get_current_object()
+        environ = current.environ
+        call = environ.get(CALL_KEY)
         if call is None:
-            form = request.form
-            call = cls(form.get("From"), form.get("To"), form.get("CallSid"))
-            request.environ[CALL_KEY] = call
+            form = current.form
+            call = environ[CALL_KEY] = cls(form.get("From"), form.get("To"), form.get("CallSid"))
         return call
 
     def lookup(
-        self, with_live_labels: bool = False, claiming_a_check: int | None = None
+        self,
+        config: Mapping[str, Any],
+        with_live_labels: bool = False,
+        claiming_a_check: int | None = None,
     ) -> CallerLookup:
-        stuck_before = _stuck_before()
+        stuck_before = _stuck_before(config)
         return CallerLookup(
             self.phone, self.line, self.call_sid, stuck_before, with_live_labels, claiming_a_check
         )
@@ -663,9 +676,12 @@ def _lockout_from_now() -> datetime:
     return utcnow() + timedelta(seconds=current_app.config["LOCKOUT_SECONDS"])
 
 
-def _stuck_before() -> datetime:
-    """Return when a send must have started to be stuck if it is still unfinished now."""
-    wait = current_app.config["TWILIO_TIMEOUT_SECONDS"] + STUCK_MARGIN_SECONDS
+def _stuck_before(config: Mapping[str, Any] | None = None) -> datetime:
+    """Return when a send must have started to be stuck if it is still unfinished now
+    (`config`: the app's, if the caller has it at hand)."""
+    if config is None:
+        config = current_app.config
+    wait = config["TWILIO_TIMEOUT_SECONDS"] + STUCK_MARGIN_SECONDS
     return utcnow() - timedelta(seconds=wait)
 
 

@@ -9,6 +9,7 @@ from datetime import timedelta
 
 import pytest
 from sqlalchemy import select, text, update
+from werkzeug.datastructures import MultiDict
 
 from ivr import twiml
 from ivr.store import CallLogEntry, CallNote, CodeSend, NumberGuard, ParticipantRow, Role
@@ -115,6 +116,26 @@ def test_tampered_parameters_are_refused(builtin_app, fake_twilio):
     assert client.post("/voice", data=params, headers=headers).status_code == 403
     settle(builtin_app)
     assert fake_twilio.requests == []
+
+
+@pytest.mark.parametrize("tampered", [False, True])
+def test_every_value_of_a_repeated_field_is_signed(builtin_app, fake_twilio, tampered):
+    """A field sent twice is signed over both values, as twilio's validator reads a MultiDict."""
+    fields = MultiDict(call_params(BLATHERS))
+    fields.setlist("StirPassport", ["first", "second"])
+    headers = {"X-Twilio-Signature": sign("http://localhost/voice", fields)}
+    if tampered:
+        fields.setlist("StirPassport", ["first", "forged"])
+
+    response = builtin_app.test_client().post("/voice", data=fields, headers=headers)
+    settle(builtin_app)
+
+    if tampered:
+        assert response.status_code == 403
+        assert fake_twilio.requests == []
+    else:
+        assert verbs(twiml_of(response)) == ["Gather", "Redirect"]
+        assert len(fake_twilio.sent("message", BLATHERS)) == 1
 
 
 def signed_headers_for(params):
