@@ -429,15 +429,19 @@ def in_one_trip(connection: Connection, steps: list[tuple[Prepared, dict]]) -> _
     """PostgreSQL: run `steps` as one transaction, sent together in one round trip; return
     what the last one returned (the others' rows are not read).
 
-    psycopg's pipeline mode sends BEGIN, every statement and COMMIT at once and then reads
-    their results, instead of waiting for each in turn. Each statement still starts with a
-    snapshot of its own (READ COMMITTED), so a statement after a row lock sees every change
-    committed before the lock was granted. `connection` must be in autocommit mode (the
-    transaction is this function's own). If a statement fails, none of them stands.
+    psycopg's pipeline mode sends every statement and then one Sync, and reads their results
+    after, instead of waiting for each in turn. Without a BEGIN, the statements before a Sync
+    are one implicit transaction: committed at the Sync if all succeeded; if one fails, the
+    server skips the rest up to the Sync and rolls back (PostgreSQL's protocol documentation,
+    "Pipelining") - so none of them stands. No BEGIN and COMMIT of its own: two statements
+    fewer to send, run and read back. Each statement still starts with a snapshot of its own
+    (READ COMMITTED), so a statement after a row lock sees every change committed before the
+    lock was granted; the lock is held until the Sync. `connection` must be in autocommit mode
+    and outside any transaction (the transaction is this function's own).
 
-    The last step runs on the connection's kept cursor (`_reusable_cursor`), the others and
-    BEGIN and COMMIT on a second kept one: a new psycopg cursor per statement cost about a
-    fifth of the round trip's CPU.
+    The last step runs on the connection's kept cursor (`_reusable_cursor`), the others on a
+    second kept one: a new psycopg cursor per statement cost about a fifth of the round
+    trip's CPU.
     """
     driver = connection.connection.driver_connection
     bound = [prepared._bound(connection, params) for prepared, params in steps]
@@ -446,18 +450,16 @@ def in_one_trip(connection: Connection, steps: list[tuple[Prepared, dict]]) -> _
     others = _reusable_cursor(connection, _PIPELINE_CURSOR)
     try:
         with driver.pipeline():
-            others.execute("BEGIN")
             for plan, arguments in leading:
                 others.execute(plan.sql, arguments)
             result.execute(last_plan.sql, last_arguments)
-            others.execute("COMMIT")
         rows = result.fetchall() if last_plan.returns_rows else []
         return _processed(last_plan, rows, result.rowcount)
     except BaseException as error:
         _drop_cursors(connection, (_CURSOR, _PIPELINE_CURSOR))  # not used again after a failure
         if isinstance(error, connection.dialect.loaded_dbapi.Error):
             try:
-                driver.rollback()  # the statements after a failed one were skipped, COMMIT too
+                driver.rollback()  # the server rolled back at the Sync; nothing left open here
             except connection.dialect.loaded_dbapi.Error:
                 pass  # a lost connection: SQLAlchemy drops it, and the pool, next
             connection._handle_dbapi_exception(error, last_plan.sql, last_arguments, None, None)
@@ -467,7 +469,7 @@ def in_one_trip(connection: Connection, steps: list[tuple[Prepared, dict]]) -> _
 # Where a database connection keeps the cursor prepared statements run on (in the pool's
 # `info` for that connection, which lives as long as the connection).
 _CURSOR = "ivr.prepared_cursor"
-# The second one `in_one_trip` sends its leading statements, BEGIN and COMMIT on.
+# The second one `in_one_trip` sends its leading statements on.
 _PIPELINE_CURSOR = "ivr.pipeline_cursor"
 
 
