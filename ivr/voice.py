@@ -236,7 +236,7 @@ def voice():
         return _twiml(_welcome(caller, by))
 
     note = call.note(caller)
-    welcome = _welcome(caller, by).to_xml()
+    welcome = twiml.to_xml(_welcome(caller, by))
     ivr = services()
     # A built-in code is made now, and stored with the reservation: one transaction.
     code = ivr.codes.new_code(call.phone)
@@ -311,14 +311,16 @@ def gather():
             if taken is None:  # not read with the caller: no idempotency token, or it failed
                 taken = store.live_labels(caller.room)
             label = twiml.participant_label(caller.name, call.phone, taken)
-            joining = twiml.join_conference(
-                caller.room,
-                label,
-                caller.role,
-                _public_url("/conference/events"),
-                caller.hold_music_url,
-                _language_of(caller),
-            ).to_xml()
+            joining = twiml.to_xml(
+                twiml.join_conference(
+                    caller.room,
+                    label,
+                    caller.role,
+                    _public_url("/conference/events"),
+                    caller.hold_music_url,
+                    _language_of(caller),
+                )
+            )
         except Exception:
             # The code was right: settle its claim as a success before the caller hears the
             # apology, or the count it holds would push them towards a lockout.
@@ -766,7 +768,7 @@ def _public_url(path: str) -> str:
 
 
 def _twiml(response: VoiceResponse) -> Response:
-    return _xml(response.to_xml())
+    return _xml(twiml.to_xml(response))
 
 
 def _xml(answer: str) -> Response:

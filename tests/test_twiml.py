@@ -5,9 +5,11 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ivr import twiml
-from ivr.store import Role
+from ivr.store import CodeBy, Role
 
 
 def parsed(response) -> ET.Element:
@@ -68,3 +70,21 @@ def test_locked_out_says_the_time_left(minutes, words):
 )
 def test_participant_labels_twilio_accepts(name, taken, label):
     assert twiml.participant_label(name, "+18005559876", taken) == label
+
+
+# Names and labels as an admin may type them: any text XML can carry (no control characters).
+xml_text = st.text(st.characters(blacklist_categories=("Cs", "Cc")), max_size=40)
+
+
+@given(name=xml_text, label=xml_text, room=xml_text)
+def test_to_xml_gives_the_text_twilios_own_to_xml_gives(name, label, room):
+    answers = [
+        twiml.welcome(name, "/gather", "/gather?reprompt=1&by=app", CodeBy.APP),
+        twiml.join_conference(
+            room, label, Role.MODERATOR, "https://line.example.com/conference/events", None
+        ),
+        twiml.goodbye(twiml.UNKNOWN_NUMBER),
+        twiml.empty(),
+    ]
+    for answer in answers:
+        assert twiml.to_xml(answer) == answer.to_xml()
