@@ -322,6 +322,8 @@ def to_xml(response: TwiML) -> str:
 
     twiml's `to_xml` has ElementTree encode to UTF-8 bytes, through a text wrapper that every
     tag, attribute and text passes, then decodes them again; serialized to a str, the same
-    tree gives the same text.
+    tree gives the same text. (But for a lone surrogate, which no database the line uses can
+    hold: twiml writes it as a character reference XML does not allow, this leaves it in
+    the text, which cannot be sent - the caller then hears the line's apology.)
     """
     return XML_DECLARATION + ET.tostring(response.xml(), encoding="unicode")

@@ -933,10 +933,11 @@ def test_dispose_lets_go_of_a_claim_this_thread_holds(stores):
 @needs_postgresql
 def test_one_trip_reuses_two_cursors_and_a_failed_step_undoes_them_all(stores):
     """`in_one_trip` returns the last step's rows; it keeps its two cursors on the connection
-    from trip to trip, and a trip whose step fails leaves nothing written, takes its cursors
-    with it, and the next trip stands."""
+    from trip to trip, and a trip whose step fails - in the database, or on this side before
+    it is sent - leaves nothing written, takes its cursors with it, and the next trip
+    stands."""
     from sqlalchemy import bindparam, insert
-    from sqlalchemy.exc import IntegrityError
+    from sqlalchemy.exc import DataError, IntegrityError
 
     from ivr.store.database import _CURSOR, _PIPELINE_CURSOR, Prepared, in_one_trip
 
@@ -963,6 +964,9 @@ def test_one_trip_reuses_two_cursors_and_a_failed_step_undoes_them_all(stores):
     rows, after = trip("d-1")
     assert rows == [("d-1",)]
     assert set(after).isdisjoint(cursors)
+    with pytest.raises(DataError):
+        trip("e-1", "e\x00")  # a value the driver cannot send, after e-1 went out: e-1 goes too
+    assert trip("f-1")[0] == [("f-1",)]
     with other.engine.connect() as connection:
         kept = connection.scalars(select(WebhookAnswer.token).order_by(WebhookAnswer.token))
-        assert list(kept) == ["a-1", "a-2", "b-1", "b-2", "d-1"]
+        assert list(kept) == ["a-1", "a-2", "b-1", "b-2", "d-1", "f-1"]

@@ -193,25 +193,17 @@ class Database:
             with self._writing():
                 pass
 
-    @contextmanager
-    def _writing_alone(self) -> Iterator[Connection]:
+    def _writing_alone(self) -> AbstractContextManager[Connection]:
         """Open a connection for one write statement on the webhook path, committed by itself."""
         if self._autocommit is None:
-            with self._writing() as connection:
-                yield connection
-        else:
-            with self._statement_connection() as connection:
-                yield connection
+            return self._writing()
+        return self._statement_connection()
 
-    @contextmanager
-    def _reading(self) -> Iterator[Connection]:
+    def _reading(self) -> AbstractContextManager[Connection]:
         """Open a connection for reads on the webhook path, each statement on its own."""
         if self._autocommit is None:
-            with self.engine.connect() as connection:
-                yield connection
-        else:
-            with self._statement_connection() as connection:
-                yield connection
+            return self.engine.connect()
+        return self._statement_connection()
 
     def _statement_connection(self) -> AbstractContextManager[Connection]:
         """PostgreSQL: this thread's own autocommit connection, or a pooled one for the block.
@@ -227,7 +219,7 @@ class Database:
         holder: _KeptHolder | None = getattr(self._held, "kept", None)
         if holder is not None:
             if holder.kept.usable(self._restarts_found):
-                return self._on_kept(holder)
+                return _Lent(holder)
             holder.release()  # and take a new one below
         elif len(self._kept) >= KEPT_CONNECTIONS:
             return self._autocommit.connect()
@@ -241,28 +233,7 @@ class Database:
             # goes back to the pool and another thread may keep one.
             holder = self._held.kept = _KeptHolder(kept)
             holder.release = self._kept[kept] = weakref.finalize(holder, self._let_go, kept)
-        return self._on_kept(holder)
-
-    @contextmanager
-    def _on_kept(self, holder: _KeptHolder) -> Iterator[Connection]:
-        """Lend the thread's kept connection to a block; leave it with nothing open after it."""
-        connection = holder.kept.connection
-        try:
-            yield connection
-        finally:
-            if not (connection.invalidated or connection.closed):
-                try:
-                    if connection.in_transaction():
-                        # SQLAlchemy's own, begun by a `connection.execute`; in autocommit the
-                        # database holds none.
-                        connection.rollback()
-                    left_open = not _is_idle(connection)
-                except Exception:
-                    left_open = True
-                if left_open:
-                    # Inside a transaction (an interrupted `in_one_trip`): its row locks must
-                    # not wait for this thread's next statement. The pool rolls it back.
-                    holder.release()
+        return _Lent(holder)
 
     def _let_go(self, kept: _KeptConnection, for_good: bool = False) -> None:
         """Give a kept connection back to the pool; close it instead `for_good`, or if it may be
@@ -433,11 +404,13 @@ def in_one_trip(connection: Connection, steps: list[tuple[Prepared, dict]]) -> _
     after, instead of waiting for each in turn. Without a BEGIN, the statements before a Sync
     are one implicit transaction: committed at the Sync if all succeeded; if one fails, the
     server skips the rest up to the Sync and rolls back (PostgreSQL's protocol documentation,
-    "Pipelining") - so none of them stands. No BEGIN and COMMIT of its own: two statements
-    fewer to send, run and read back. Each statement still starts with a snapshot of its own
-    (READ COMMITTED), so a statement after a row lock sees every change committed before the
-    lock was granted; the lock is held until the Sync. `connection` must be in autocommit mode
-    and outside any transaction (the transaction is this function's own).
+    "Pipelining") - so none of them stands. A failure on this side while the statements go
+    out (a value the driver cannot send) sends a ROLLBACK before that Sync, which psycopg
+    sends on leaving the pipeline whatever happened. No BEGIN and COMMIT of its own: two
+    statements fewer to send, run and read back. Each statement still starts with a snapshot
+    of its own (READ COMMITTED), so a statement after a row lock sees every change committed
+    before the lock was granted; the lock is held until the Sync. `connection` must be in
+    autocommit mode and outside any transaction (the transaction is this function's own).
 
     The last step runs on the connection's kept cursor (`_reusable_cursor`), the others on a
     second kept one: a new psycopg cursor per statement cost about a fifth of the round
@@ -450,20 +423,32 @@ def in_one_trip(connection: Connection, steps: list[tuple[Prepared, dict]]) -> _
     others = _reusable_cursor(connection, _PIPELINE_CURSOR)
     try:
         with driver.pipeline():
-            for plan, arguments in leading:
-                others.execute(plan.sql, arguments)
-            result.execute(last_plan.sql, last_arguments)
+            try:
+                for plan, arguments in leading:
+                    others.execute(plan.sql, arguments)
+                result.execute(last_plan.sql, last_arguments)
+            except BaseException:
+                _roll_back_before_the_sync(others)
+                raise
         rows = result.fetchall() if last_plan.returns_rows else []
         return _processed(last_plan, rows, result.rowcount)
     except BaseException as error:
         _drop_cursors(connection, (_CURSOR, _PIPELINE_CURSOR))  # not used again after a failure
         if isinstance(error, connection.dialect.loaded_dbapi.Error):
             try:
-                driver.rollback()  # the server rolled back at the Sync; nothing left open here
+                driver.rollback()  # rolled back at the Sync; unless interrupted waiting for it
             except connection.dialect.loaded_dbapi.Error:
                 pass  # a lost connection: SQLAlchemy drops it, and the pool, next
             connection._handle_dbapi_exception(error, last_plan.sql, last_arguments, None, None)
         raise
+
+
+def _roll_back_before_the_sync(cursor) -> None:
+    """Undo the statements of `in_one_trip` already sent, which the Sync would commit."""
+    try:
+        cursor.execute("ROLLBACK")
+    except Exception:
+        pass  # the pipeline failed in the database already: the Sync rolls it back
 
 
 # Where a database connection keeps the cursor prepared statements run on (in the pool's
@@ -544,6 +529,39 @@ def _bind_values(plan: _Plan, params: dict) -> dict:
         else:
             values[name] = value
     return values
+
+
+class _Lent:
+    """The thread's kept connection lent to a block, left with nothing open after it.
+
+    A class rather than a generator context manager: four or five uses a call.
+    """
+
+    __slots__ = ("holder",)
+
+    def __init__(self, holder: _KeptHolder) -> None:
+        self.holder = holder
+
+    def __enter__(self) -> Connection:
+        return self.holder.kept.connection
+
+    def __exit__(self, *exc_info: object) -> None:
+        connection = self.holder.kept.connection
+        if connection.invalidated or connection.closed:
+            return
+        try:
+            if connection.in_transaction():
+                # SQLAlchemy's own, begun by a `connection.execute`; in autocommit the database
+                # holds none.
+                connection.rollback()
+            left_open = not _is_idle(connection)
+        except Exception:
+            left_open = True
+        if left_open:
+            # Inside a transaction (an `in_one_trip` interrupted while it waited for its Sync):
+            # its row locks must not wait for this thread's next statement. The pool rolls it
+            # back.
+            self.holder.release()
 
 
 class _KeptConnection:
