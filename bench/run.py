@@ -303,33 +303,19 @@ class Bench:
             project: list[report.Burst] = []
             floor: list[report.Burst] = []
             checks: list[Check] = []
-            # Project and floor take turns, so drift in the machine's speed hits both alike.
+            # Project and floor take turns, so drift in the machine's speed hits both alike:
+            # the project first in odd repeats, the floor first in even ones (ABBA), so that a
+            # machine growing slower or faster through the run favours neither.
             for repeat in range(args.repeat):
                 of = f", repeat {repeat + 1}/{args.repeat}" if args.repeat > 1 else ""
-                print(
-                    f"\n== N={n}{of}: project ({args.provider} codes, {args.database}, "
-                    f"{args.servers} server{'s' if args.servers > 1 else ''})",
-                    flush=True,
-                )
-                burst, guard = self.undisturbed(
-                    partial(self.project_phase, n, callers, profile=args.profile and not repeat)
-                )
-                project.append(burst)
-                checks.extend(guard)
-                if not args.skip_floor:
-                    print(f"== N={n}{of}: floor", flush=True)
-                    burst, _ = self.undisturbed(
-                        partial(
-                            self.phase,
-                            "floor",
-                            n,
-                            callers,
-                            self.floor_web,
-                            self.app_env("sqlite:///unused"),
-                            checks=False,
-                        )
-                    )
-                    floor.append(burst)
+                turns = ["project"] if args.skip_floor else ["project", "floor"]
+                for turn in turns if repeat % 2 == 0 else reversed(turns):
+                    if turn == "project":
+                        burst, guard = self.project_burst(n, callers, of, profile=not repeat)
+                        project.append(burst)
+                        checks.extend(guard)
+                    else:
+                        floor.append(self.floor_burst(n, callers, of))
             entry: dict[str, Any] = {
                 "n": n,
                 "project": report.summarize(project),
@@ -360,6 +346,36 @@ class Bench:
             print("\nGrowth:")
             print(report.growth_table(runs))
         return {"runs": runs}
+
+    def project_burst(
+        self, n: int, callers: Callers, of: str, profile: bool
+    ) -> tuple[report.Burst, list[Check]]:
+        """One burst against the project (profiled if --profile and `profile`), its checks."""
+        args = self.args
+        servers = f"{args.servers} server{'s' if args.servers > 1 else ''}"
+        print(
+            f"\n== N={n}{of}: project ({args.provider} codes, {args.database}, {servers})",
+            flush=True,
+        )
+        return self.undisturbed(
+            partial(self.project_phase, n, callers, profile=args.profile and profile)
+        )
+
+    def floor_burst(self, n: int, callers: Callers, of: str) -> report.Burst:
+        """One burst against the floor."""
+        print(f"\n== N={n}{of}: floor", flush=True)
+        burst, _ = self.undisturbed(
+            partial(
+                self.phase,
+                "floor",
+                n,
+                callers,
+                self.floor_web,
+                self.app_env("sqlite:///unused"),
+                checks=False,
+            )
+        )
+        return burst
 
     def undisturbed(
         self, measure: Callable[[], tuple[report.Burst, list[Check]]]
