@@ -187,6 +187,7 @@ def _one_repeat(burst: Burst) -> dict[str, Any]:
         "setup_p50": percentile(setup, 50),
         "setup_p99": percentile(setup, 99),
         "calls_per_second": len(setup) / burst.wall_seconds if burst.wall_seconds else None,
+        "cpu_ms_per_call": 1000 * burst.cpu_seconds / len(burst.results) if burst.results else None,
         "peak_rss_mb": burst.peak_rss / 2**20,
         "load_average_before": burst.load_before,
         "others_cpu_share": burst.others_cpu_share,
@@ -282,9 +283,17 @@ def phase_table(project: dict[str, Any], floor: dict[str, Any] | None) -> str:
             shares = "/".join(f"{100 * r['others_cpu_share']:.0f}" for r in phase["repeats"])
             lines.append(f"{'  others CPU % ' + phase_label:24} {shares:>16}")
     if len(project["repeats"]) > 1:
-        for key, label in (("setup_p50", "  p50 per repeat"), ("setup_p99", "  p99 per repeat")):
+        per_repeat = (
+            ("setup_p50", "  p50 per repeat", 1000, ".0f"),
+            ("setup_p99", "  p99 per repeat", 1000, ".0f"),
+            # Each repeat's own line / floor pair: how far one burst's CPU moves from the next.
+            ("cpu_ms_per_call", "  CPU ms per repeat", 1, ".1f"),
+        )
+        for key, label, scale, fmt in per_repeat:
             cells = [
-                "/".join(f"{1000 * r[key]:.0f}" for r in phase["repeats"] if r[key] is not None)
+                "/".join(
+                    format(scale * r[key], fmt) for r in phase["repeats"] if r[key] is not None
+                )
                 if phase
                 else ""
                 for phase in (project, floor)
