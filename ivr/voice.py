@@ -10,10 +10,8 @@ import logging
 import math
 import re
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 from urllib.parse import urlsplit
 
 from flask import Blueprint, Request, Response, abort, current_app, g, request
@@ -155,12 +153,11 @@ def _caller_to_find(current: Request) -> CallerLookup | None:
     call = _Call.from_request(current)
     if call.phone is None:
         return None
-    config = current_app.config
     if endpoint == "voice.voice":
-        return call.lookup(config)
+        return call.lookup()
     # A right code's answer needs the labels in the conference: read with the caller. The
     # check is claimed with them too: the view claims it first thing after the look-up anyway.
-    return call.lookup(config, with_live_labels=True, claiming_a_check=config["MAX_ATTEMPTS"])
+    return call.lookup(with_live_labels=True, claiming_a_check=current_app.config["MAX_ATTEMPTS"])
 
 
 def _same_call(lookup: CallerLookup, call: _Call) -> bool:
@@ -507,12 +504,9 @@ class _Call:
         return call
 
     def lookup(
-        self,
-        config: Mapping[str, Any],
-        with_live_labels: bool = False,
-        claiming_a_check: int | None = None,
+        self, with_live_labels: bool = False, claiming_a_check: int | None = None
     ) -> CallerLookup:
-        stuck_before = _stuck_before(config)
+        stuck_before = _stuck_before()
         return CallerLookup(
             self.phone, self.line, self.call_sid, stuck_before, with_live_labels, claiming_a_check
         )
@@ -678,12 +672,9 @@ def _lockout_from_now() -> datetime:
     return utcnow() + timedelta(seconds=current_app.config["LOCKOUT_SECONDS"])
 
 
-def _stuck_before(config: Mapping[str, Any] | None = None) -> datetime:
-    """Return when a send must have started to be stuck if it is still unfinished now
-    (`config`: the app's, if the caller has it at hand)."""
-    if config is None:
-        config = current_app.config
-    wait = config["TWILIO_TIMEOUT_SECONDS"] + STUCK_MARGIN_SECONDS
+def _stuck_before() -> datetime:
+    """Return when a send must have started to be stuck if it is still unfinished now."""
+    wait = current_app.config["TWILIO_TIMEOUT_SECONDS"] + STUCK_MARGIN_SECONDS
     return utcnow() - timedelta(seconds=wait)
 
 
