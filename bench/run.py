@@ -166,6 +166,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--skip-floor", action="store_true", help="measure the project only")
     parser.add_argument(
+        "--side-by-side",
+        choices=("on", "off"),
+        default="on",
+        help="on: each repeat also runs one burst of the project and one of the floor at the "
+        "same time, each with C in flight, and compares their CPU per call over the same "
+        "moments of the machine, which judges the CPU goal (default on; off without the floor)",
+    )
+    parser.add_argument(
         "--warmup",
         type=int,
         default=64,
@@ -262,11 +270,13 @@ def fictional_phones(count: int) -> list[str]:
 class Callers:
     """Who dials in one scenario: warm-up callers, the burst, and two guard-check callers."""
 
-    def __init__(self, n: int, warmup: int) -> None:
-        phones = fictional_phones(warmup + n + 2)
+    def __init__(self, n: int, warmup: int, after: int = 0) -> None:
+        """`after`: skip that many numbers, for a second group dialling at the same time."""
+        phones = fictional_phones(after + warmup + n + 2)[after:]
         self.warmup = phones[:warmup]
         self.burst = phones[warmup : warmup + n]
         self.lockout, self.send_cap = phones[-2:]
+        self.count = len(phones)
 
     def write_csv(self, path: Path) -> None:
         """Write every caller as phone,name,role; the first of the burst is the moderator."""
@@ -290,6 +300,7 @@ class Bench:
         self.floor_web = floor_command(self.web)
         self.fake: Fake | None = None
         self.databases = 0
+        self.side_by_side = args.side_by_side == "on" and not args.skip_floor
 
     def run(self) -> dict[str, Any]:
         """Run every N and return all results; print tables as they come."""
@@ -300,8 +311,12 @@ class Bench:
         runs = []
         for n in args.n:
             callers = Callers(n, args.warmup)
+            # The floor's callers in a side-by-side burst: other numbers, so that no code sent
+            # by one app is read for the other's caller.
+            floor_callers = Callers(n, args.warmup, after=callers.count)
             project: list[report.Burst] = []
             floor: list[report.Burst] = []
+            together: list[report.SideBySide] = []
             checks: list[Check] = []
             # Project and floor take turns, so drift in the machine's speed hits both alike:
             # the project first in odd repeats, the floor first in even ones (ABBA), so that a
@@ -316,24 +331,29 @@ class Bench:
                         checks.extend(guard)
                     else:
                         floor.append(self.floor_burst(n, callers, of))
+                if self.side_by_side:
+                    together.append(self.side_by_side_burst(n, callers, floor_callers, of))
             entry: dict[str, Any] = {
                 "n": n,
                 "project": report.summarize(project),
                 "floor": report.summarize(floor) if floor else None,
+                "side_by_side": report.summarize_side_by_side(together),
                 "checks": [vars(check) for check in checks],
             }
-            entry["ratios"] = report.ratios(entry["project"], entry["floor"])
+            entry["ratios"] = report.ratios(entry["project"], entry["floor"], entry["side_by_side"])
             print(
                 f"\nResults, N={n}, C={args.concurrency}, fake latency "
                 f"{1000 * args.latency:.0f} ms, {args.servers} server(s), {args.provider} codes, "
                 f"{args.database}, {args.repeat} repeat(s) pooled:"
             )
             print(report.phase_table(entry["project"], entry["floor"]))
+            if entry["side_by_side"]:
+                print(report.side_by_side_table(entry["side_by_side"]))
             functions = report.function_table(entry["project"])
             if functions:
                 print(functions)
             print("Goals (issue 12):")
-            print(report.goals_text(entry["project"], entry["floor"]))
+            print(report.goals_text(entry["project"], entry["floor"], entry["side_by_side"]))
             for name in dict.fromkeys(check.name for check in checks):
                 same = [check for check in checks if check.name == name]
                 failed = [check for check in same if not check.passed]
@@ -396,21 +416,114 @@ class Bench:
     ) -> tuple[report.Burst, list[Check]]:
         """Set up the database and roster, then serve and drive the app."""
         args = self.args
-        database = self.fresh_database(n)
-        env = self.app_env(database)
-        if args.metrics == "on":
-            env["METRICS_TOKEN"] = METRICS_TOKEN
+        env = self.project_env(n, callers)
         if args.cpu_by_function:
             env["BENCH_CPU_FUNCTIONS"] = "1"
         if args.servers == 2:
             env["REDIS_URL"] = args.redis_url
             _flush_redis(args.redis_url)
+        return self.phase("project", n, callers, self.web, env, checks=True, profile=profile)
+
+    def project_env(self, n: int, callers: Callers) -> dict[str, str]:
+        """Return the project's environment on a fresh database holding `callers`."""
+        env = self.app_env(self.fresh_database(n))
+        if self.args.metrics == "on":
+            env["METRICS_TOKEN"] = METRICS_TOKEN
         cwd = self.workdir()
         roster = self.tmp / f"participants-{n}.csv"
         callers.write_csv(roster)
         run_flask(env, cwd, "init-db")
         print("  " + run_flask(env, cwd, "participants", "import", str(roster)).strip())
-        return self.phase("project", n, callers, self.web, env, checks=True, profile=profile)
+        return env
+
+    def side_by_side_burst(
+        self, n: int, callers: Callers, floor_callers: Callers, of: str
+    ) -> report.SideBySide:
+        """One burst of the project and one of the floor at the same time, one server each.
+
+        The machine's speed changes from one second to the next (a fixed loop of Python takes
+        from 0.27 to 0.49 s on this kind of machine, seconds apart), so two bursts measured in
+        turn carry that into their ratio. Bursting together, both apps run through the same
+        moments: their CPU per call compares like with like. Latencies here are not the apps'
+        own (each has half the machine), so only CPU is kept.
+        """
+        print(f"\n== N={n}{of}: project and floor side by side", flush=True)
+        stamp = time.strftime("%H%M%S")
+        phases = self.side_by_side_phases(n, callers, floor_callers)
+        servers: list[Server] = []
+        try:
+            for label, command, env, _ in phases:
+                meter = self.tmp / f"cpu-{label}-together-{stamp}"
+                meter.mkdir()
+                server_env = {**env, "PORT": str(_free_port()), "BENCH_CPU_DIR": str(meter)}
+                servers.append(
+                    start_server(
+                        self.children,
+                        f"{label} server (side by side)",
+                        command,
+                        server_env,
+                        self.workdir(),
+                        self.out / f"{label}-together-n{n}-{stamp}.log",
+                    )
+                )
+            for server in servers:
+                wait_until_ready(server)
+            groups = [group for *_, group in phases]
+            together = asyncio.run(self.drive_side_by_side(servers, groups))
+        finally:
+            for server in servers:
+                stop_server(self.children, server)
+        for server, failed in zip(servers, together.failed_each(), strict=True):
+            if failed:
+                print(f"  {server.label}: {len(failed)} calls failed, e.g. {failed[0]}")
+        return together
+
+    def side_by_side_phases(
+        self, n: int, callers: Callers, floor_callers: Callers
+    ) -> list[tuple[str, str, dict[str, str], Callers]]:
+        """Return what runs side by side: label, command, environment and callers of each."""
+        return [
+            ("project", self.web, self.project_env(n, callers), callers),
+            ("floor", self.floor_web, self.app_env("sqlite:///unused"), floor_callers),
+        ]
+
+    async def drive_side_by_side(
+        self, servers: list[Server], groups: list[Callers]
+    ) -> report.SideBySide:
+        """Warm both servers up together, then burst both at once; each server's CPU is read
+        from its own burst's start to its own burst's end."""
+        args = self.args
+        assert self.fake is not None
+        self.fake.reset()
+        project, floor = (
+            Twilio(
+                [server.url],
+                self.fake.url,
+                ACCOUNT_SID,
+                AUTH_TOKEN,
+                LINE,
+                args.concurrency,
+                args.code_wait,
+            )
+            for server in servers
+        )
+        twilios = (project, floor)
+        if args.warmup:
+            async with project, floor:
+                pairs = zip(twilios, groups, strict=True)
+                await asyncio.gather(*(t.burst(g.warmup, args.concurrency) for t, g in pairs))
+        wait_for_quiet(args.wait_quiet, cpus=len(os.sched_getaffinity(0)))
+
+        async def burst(twilio: Twilio, server: Server, phones: list[str]):
+            before = cpu_seconds(server.pids())
+            results, wall = await twilio.burst(phones, args.concurrency)
+            return results, wall, cpu_seconds(server.pids()) - before
+
+        async with project, floor:
+            (project_run, floor_run) = await asyncio.gather(
+                *(burst(t, s, g.burst) for t, s, g in zip(twilios, servers, groups, strict=True))
+            )
+        return report.SideBySide(*project_run, *floor_run)
 
     def phase(
         self,
@@ -754,6 +867,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         failed = any(
             run["project"]["failed"]
             or (run["floor"] or {}).get("failed")
+            or (run["side_by_side"] or {}).get("project_failed")
+            or (run["side_by_side"] or {}).get("floor_failed")
             or not all(check["passed"] for check in run["checks"])
             for run in results["runs"]
         )
