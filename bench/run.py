@@ -495,19 +495,8 @@ class Bench:
         args = self.args
         assert self.fake is not None
         self.fake.reset()
-        project, floor = (
-            Twilio(
-                [server.url],
-                self.fake.url,
-                ACCOUNT_SID,
-                AUTH_TOKEN,
-                LINE,
-                args.concurrency,
-                args.code_wait,
-            )
-            for server in servers
-        )
-        twilios = (project, floor)
+        twilios = tuple(self.twilio([server]) for server in servers)
+        project, floor = twilios
         if args.warmup:
             async with project, floor:
                 pairs = zip(twilios, groups, strict=True)
@@ -589,15 +578,7 @@ class Bench:
         args = self.args
         assert self.fake is not None
         self.fake.reset()
-        twilio = Twilio(
-            [s.url for s in servers],
-            self.fake.url,
-            ACCOUNT_SID,
-            AUTH_TOKEN,
-            LINE,
-            args.concurrency,
-            args.code_wait,
-        )
+        twilio = self.twilio(servers)
         warm: list = []
         if callers.warmup:
             async with twilio:
@@ -668,6 +649,19 @@ class Bench:
                 guard.append(await lockout_check(twilio, callers.lockout, MAX_ATTEMPTS))
                 guard.append(await send_cap_check(twilio, callers.send_cap, SENDS_PER_HOUR))
         return burst, guard
+
+    def twilio(self, servers: list[Server]) -> Twilio:
+        """Return the driver that plays Twilio for `servers` (round-robin over them)."""
+        assert self.fake is not None
+        return Twilio(
+            [server.url for server in servers],
+            self.fake.url,
+            ACCOUNT_SID,
+            AUTH_TOKEN,
+            LINE,
+            self.args.concurrency,
+            self.args.code_wait,
+        )
 
     def summarize_profiles(self, servers: list[Server], n: int) -> None:
         """Print and save what py-spy saw in each server's workers."""
