@@ -18,7 +18,9 @@ per webhook, constant TwiML) under the same gunicorn command line. It prints, fo
 and failed calls, call-setup time (the two webhooks' latencies added) p50/p99, each webhook's
 p50/p99, when the code reached the caller, calls/s, the servers' peak RSS (gunicorn master +
 workers, sampled every 50 ms) and CPU per call, and the project/floor ratios; after the burst
-it checks that lockouts and the send cap hold across workers and servers. Results, server logs
+it checks that lockouts and the send cap hold across workers and servers. Each repeat then
+bursts the project and the floor at the same time (--side-by-side), for a CPU ratio taken over
+the same moments of the machine. Results, server logs
 and profiles go to bench/results/<timestamp>/.
 
 Exit status: 0 when every call joined and every guard check passed; 1 when not; 2 when the
@@ -88,6 +90,8 @@ AREA_CODES = (
 SENDS_PER_HOUR = 5
 # Above this 1-minute load average before a burst, someone else is using the CPUs.
 BUSY_LOAD = 0.5
+# Side by side, the project gets between 1/4 and 4 times the floor's callers (see _pace).
+MAX_PACE = 4.0
 # Bursts measured again when other work took too much CPU.
 MAX_REDOS = 2
 MAX_ATTEMPTS = 3
@@ -270,8 +274,9 @@ def fictional_phones(count: int) -> list[str]:
 class Callers:
     """Who dials in one scenario: warm-up callers, the burst, and two guard-check callers."""
 
-    def __init__(self, n: int, warmup: int, after: int = 0) -> None:
+    def __init__(self, n: float, warmup: int, after: int = 0) -> None:
         """`after`: skip that many numbers, for a second group dialling at the same time."""
+        n = max(1, round(n))
         phones = fictional_phones(after + warmup + n + 2)[after:]
         self.warmup = phones[:warmup]
         self.burst = phones[warmup : warmup + n]
@@ -311,9 +316,6 @@ class Bench:
         runs = []
         for n in args.n:
             callers = Callers(n, args.warmup)
-            # The floor's callers in a side-by-side burst: other numbers, so that no code sent
-            # by one app is read for the other's caller.
-            floor_callers = Callers(n, args.warmup, after=callers.count)
             project: list[report.Burst] = []
             floor: list[report.Burst] = []
             together: list[report.SideBySide] = []
@@ -332,7 +334,8 @@ class Bench:
                     else:
                         floor.append(self.floor_burst(n, callers, of))
                 if self.side_by_side:
-                    together.append(self.side_by_side_burst(n, callers, floor_callers, of))
+                    pace = _pace(project[-1], floor[-1])
+                    together.append(self.side_by_side_burst(n, pace, of))
             entry: dict[str, Any] = {
                 "n": n,
                 "project": report.summarize(project),
@@ -436,10 +439,12 @@ class Bench:
         print("  " + run_flask(env, cwd, "participants", "import", str(roster)).strip())
         return env
 
-    def side_by_side_burst(
-        self, n: int, callers: Callers, floor_callers: Callers, of: str
-    ) -> report.SideBySide:
+    def side_by_side_burst(self, n: int, pace: float, of: str) -> report.SideBySide:
         """One burst of the project and one of the floor at the same time, one server each.
+
+        The floor gets N callers and the project N x `pace` (its calls/s over the floor's in
+        this repeat's bursts in turn), so that both bursts last about as long: an app that
+        finished first would leave the other the machine to itself for the rest of its burst.
 
         The machine's speed changes from one second to the next (a fixed loop of Python takes
         from 0.27 to 0.49 s on this kind of machine, seconds apart), so two bursts measured in
@@ -447,7 +452,14 @@ class Bench:
         moments: their CPU per call compares like with like. Latencies here are not the apps'
         own (each has half the machine), so only CPU is kept.
         """
-        print(f"\n== N={n}{of}: project and floor side by side", flush=True)
+        callers = Callers(min(MAX_PACE, max(1 / MAX_PACE, pace)) * n, self.args.warmup)
+        # Other numbers for the floor's callers, so that no code one app sends is read for a
+        # caller of the other.
+        floor_callers = Callers(n, self.args.warmup, after=callers.count)
+        print(
+            f"\n== N={n}{of}: project ({len(callers.burst)} callers) and floor ({n}) side by side",
+            flush=True,
+        )
         stamp = time.strftime("%H%M%S")
         phases = self.side_by_side_phases(n, callers, floor_callers)
         servers: list[Server] = []
@@ -774,6 +786,13 @@ def _recreate_postgres(url: str) -> None:
             connection.execute(f"CREATE DATABASE {quoted}")
     except psycopg.Error as error:
         raise BenchError(f"cannot reset PostgreSQL database {name!r}: {error}") from None
+
+
+def _pace(project: report.Burst, floor: report.Burst) -> float:
+    """Return the project's calls per second over the floor's in a repeat's bursts in turn."""
+    project_pace = sum(r.joined for r in project.results) / project.wall_seconds
+    floor_pace = sum(r.joined for r in floor.results) / floor.wall_seconds
+    return project_pace / floor_pace if project_pace and floor_pace else 1.0
 
 
 def _flush_redis(url: str) -> None:
