@@ -131,6 +131,27 @@ def side_by_side_table(together: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def compare_table(together: dict[str, Any], other: str) -> str:
+    """Return `--compare`'s lines: this checkout's line and the other's, side by side."""
+    lines = [
+        f"{'':24} {'this checkout':>16} {'--compare':>16} {'this / other':>14}",
+        f"{'server CPU / call':24} {together['project_cpu_ms_per_call']:13.2f} ms "
+        f"{together['floor_cpu_ms_per_call']:13.2f} ms {together['cpu_ratio']:13.3f}x",
+        f"{'calls / s (shared)':24} {together['project_calls_per_second']:16.1f} "
+        f"{together['floor_calls_per_second']:16.1f}",
+    ]
+    repeats = together["repeats"]
+    if len(repeats) > 1:
+        ratios_each = "/".join(f"{r['cpu_ratio']:.3f}" for r in repeats)
+        lines.append(f"{'  per repeat':24} {'':>16} {'':>16} {ratios_each:>14}")
+    if together["project_failed"] or together["floor_failed"]:
+        lines.append(
+            f"{'failed':24} {together['project_failed']:>16} {together['floor_failed']:>16}"
+        )
+    lines.append(f"(--compare: {other})")
+    return "\n".join(lines)
+
+
 def webhook_cpu(folder: Path, start: float, end: float) -> dict[str, list[float]]:
     """Return the CPU seconds of each request that started between `start` and `end`, by path,
     from the lines bench/cpu_meter.py's workers wrote."""

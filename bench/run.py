@@ -178,6 +178,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "moments of the machine, which judges the CPU goal (default on; off without the floor)",
     )
     parser.add_argument(
+        "--compare",
+        type=Path,
+        default=None,
+        metavar="CHECKOUT",
+        help="instead of the usual bursts, run this checkout's line side by side with the line "
+        "of another checkout of the project (its own database; on PostgreSQL "
+        "--postgres-url + '_compare', also dropped and re-created) and print their CPU per "
+        "call: a change of a few percent, measured",
+    )
+    parser.add_argument(
         "--warmup",
         type=int,
         default=64,
@@ -241,6 +251,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("--servers 2 stands for two machines: they share PostgreSQL, not a file")
     if args.concurrency < 1 or args.repeat < 1 or args.warmup < 0 or args.latency < 0:
         parser.error("--concurrency and --repeat must be at least 1, --warmup and --latency >= 0")
+    if args.compare is not None:
+        args.compare = args.compare.resolve()
+        if not (args.compare / "ivr" / "__init__.py").is_file():
+            parser.error(f"--compare: {args.compare} is not a checkout of this project")
+        if not (args.compare / "bench" / "cpu_meter.py").is_file():
+            parser.error(f"--compare: {args.compare} has no bench/cpu_meter.py to serve it with")
+        if args.servers != 1:
+            parser.error("--compare runs one server of each line")
     if args.profile_idle:
         args.profile = True
     if args.profile and shutil.which("py-spy") is None:
@@ -313,6 +331,8 @@ class Bench:
         self.fake = start_fake(
             self.children, args.latency, ACCOUNT_SID, AUTH_TOKEN, self.out / "fake-twilio.log"
         )
+        if args.compare is not None:
+            return self.compare()
         runs = []
         for n in args.n:
             callers = Callers(n, args.warmup)
@@ -427,9 +447,29 @@ class Bench:
             _flush_redis(args.redis_url)
         return self.phase("project", n, callers, self.web, env, checks=True, profile=profile)
 
-    def project_env(self, n: int, callers: Callers) -> dict[str, str]:
-        """Return the project's environment on a fresh database holding `callers`."""
-        env = self.app_env(self.fresh_database(n))
+    def compare(self) -> dict[str, Any]:
+        """Run this checkout's line and --compare's side by side, N callers each; print and
+        return their CPU per call (`--compare`)."""
+        args = self.args
+        runs = []
+        for n in args.n:
+            bursts = []
+            for repeat in range(args.repeat):
+                of = f", repeat {repeat + 1}/{args.repeat}" if args.repeat > 1 else ""
+                bursts.append(self.side_by_side_burst(n, 1.0, of))
+            together = report.summarize_side_by_side(bursts)
+            print(f"\nN={n}, C={args.concurrency}, {args.provider} codes, {args.database}:")
+            print(report.compare_table(together, str(args.compare)))
+            runs.append({"n": n, "compare": str(args.compare), "side_by_side": together})
+        return {"runs": runs}
+
+    def project_env(
+        self, n: int, callers: Callers, root: Path = ROOT, database: str | None = None
+    ) -> dict[str, str]:
+        """Return the environment of the line in checkout `root` on a fresh database (this
+        N's, or `database`) holding `callers`."""
+        env = self.app_env(database or self.fresh_database(n))
+        env["PYTHONPATH"] = str(root)
         if self.args.metrics == "on":
             env["METRICS_TOKEN"] = METRICS_TOKEN
         cwd = self.workdir()
@@ -456,12 +496,10 @@ class Bench:
         # Other numbers for the floor's callers, so that no code one app sends is read for a
         # caller of the other.
         floor_callers = Callers(n, self.args.warmup, after=callers.count)
-        print(
-            f"\n== N={n}{of}: project ({len(callers.burst)} callers) and floor ({n}) side by side",
-            flush=True,
-        )
         stamp = time.strftime("%H%M%S")
         phases = self.side_by_side_phases(n, callers, floor_callers)
+        who = " and ".join(f"{label} ({len(group.burst)} callers)" for label, *_, group in phases)
+        print(f"\n== N={n}{of}: {who} side by side", flush=True)
         servers: list[Server] = []
         try:
             for label, command, env, _ in phases:
@@ -494,6 +532,21 @@ class Bench:
         self, n: int, callers: Callers, floor_callers: Callers
     ) -> list[tuple[str, str, dict[str, str], Callers]]:
         """Return what runs side by side: label, command, environment and callers of each."""
+        if self.args.compare is not None:
+            if self.args.database == "postgres":
+                other = f"{self.args.postgres_url}_compare"
+                _recreate_postgres(other)
+            else:
+                other = self.fresh_database(n)
+            return [
+                ("project", self.web, self.project_env(n, callers), callers),
+                (
+                    "other",
+                    self.web,
+                    self.project_env(n, floor_callers, self.args.compare, other),
+                    floor_callers,
+                ),
+            ]
         return [
             ("project", self.web, self.project_env(n, callers), callers),
             ("floor", self.floor_web, self.app_env("sqlite:///unused"), floor_callers),
@@ -878,11 +931,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 signal.alarm(0)
                 children.stop_all()
         failed = any(
-            run["project"]["failed"]
-            or (run["floor"] or {}).get("failed")
+            (run.get("project") or {}).get("failed")
+            or (run.get("floor") or {}).get("failed")
             or (run["side_by_side"] or {}).get("project_failed")
             or (run["side_by_side"] or {}).get("floor_failed")
-            or not all(check["passed"] for check in run["checks"])
+            or not all(check["passed"] for check in run.get("checks", []))
             for run in results["runs"]
         )
         status = 1 if failed else 0
