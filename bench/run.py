@@ -504,7 +504,7 @@ class Bench:
         try:
             for label, command, env, _ in phases:
                 meter = self.tmp / f"cpu-{label}-together-{stamp}"
-                meter.mkdir()
+                meter.mkdir(exist_ok=True)  # not read: both servers pay the meter's cost alike
                 server_env = {**env, "PORT": str(_free_port()), "BENCH_CPU_DIR": str(meter)}
                 servers.append(
                     start_server(
