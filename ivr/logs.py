@@ -91,10 +91,11 @@ class CallContext(logging.Filter):
 
 def _request_context() -> dict[str, str]:
     """Return this request's path, call and room; all but the room read once per request."""
-    environ = request.environ
+    current = request._get_current_object()
+    environ = current.environ
     context = environ.get(_CONTEXT_KEY)
     if context is None:
-        context = environ[_CONTEXT_KEY] = _read_request_context(request._get_current_object())
+        context = environ[_CONTEXT_KEY] = _read_request_context(current)
     room = g.get("ivr_log_room")
     return {**context, "room": room} if room else context
 

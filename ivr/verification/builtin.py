@@ -122,7 +122,7 @@ class TwilioDelivery:
         language: str = DEFAULT_LANGUAGE,
     ) -> None:
         if channel == "call":
-            spoken = str(twiml.read_code_aloud(code, language))
+            spoken = twiml.to_xml(twiml.read_code_aloud(code, language))
             with twilio_faults("code call", "call_send", self._metrics):
                 self._client.calls.create(to=phone, from_=self._from, twiml=spoken)
         else:
