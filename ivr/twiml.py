@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import xml.etree.ElementTree as ET
 from datetime import datetime
+from functools import lru_cache
 
 from babel import Locale
 from babel.dates import format_datetime, get_timezone_location
@@ -28,6 +29,11 @@ MAX_REPROMPTS = 3
 CONFERENCE_EVENTS = "start end join leave mute hold"
 MAX_LABEL = 128
 XML_DECLARATION = '<?xml version="1.0" encoding="UTF-8"?>'
+# Stands in for the caller's own words in an answer serialized once per shape (`_shaped`): a
+# private-use character, in no catalogue; an answer whose room or URL holds it is built whole.
+_SLOT = "\ue000"
+# Answer shapes kept per process: per room, language and way of sending codes, a few each.
+_SHAPES = 512
 
 WITHHELD = N_(
     "Sorry, this line does not accept calls from withheld numbers. "
@@ -150,6 +156,29 @@ def welcome(
     return _gather(text, gather_url, no_input_url, language)
 
 
+def welcome_xml(
+    name: str,
+    gather_url: str,
+    no_input_url: str,
+    code_by: CodeBy = CodeBy.SMS,
+    language: str = DEFAULT_LANGUAGE,
+) -> str:
+    """`to_xml(welcome(...))`, serialized once per prompt and language with the name put in.
+
+    Every caller of a room hears the same welcome but for their name: building and serializing
+    the TwiML of the welcome and the join took about 180 us of a call's 3.5 ms of CPU in one
+    process, where putting the words into kept text takes a few.
+    """
+    if _SLOT in gather_url + no_input_url:
+        return to_xml(welcome(name, gather_url, no_input_url, code_by, language))
+    parts = _shaped(_welcome_shape, gather_url, no_input_url, code_by, language)
+    return ET._escape_cdata(name).join(parts)
+
+
+def _welcome_shape(gather_url: str, no_input_url: str, code_by: CodeBy, language: str) -> str:
+    return to_xml(welcome(_SLOT, gather_url, no_input_url, code_by, language))
+
+
 def ask_again(
     gather_url: str,
     no_input_url: str,
@@ -203,6 +232,41 @@ def join_conference(
     )
     response.append(dial)
     return response
+
+
+def join_conference_xml(
+    room: str,
+    label: str,
+    role: Role,
+    events_url: str,
+    hold_music_url: str | None = None,
+    language: str = DEFAULT_LANGUAGE,
+) -> str:
+    """`to_xml(join_conference(...))`, serialized once per room, role and language with the
+    caller's label put in (see `welcome_xml`)."""
+    if _SLOT in room + events_url + (hold_music_url or ""):
+        return to_xml(join_conference(room, label, role, events_url, hold_music_url, language))
+    parts = _shaped(_join_shape, room, role, events_url, hold_music_url, language)
+    return ET._escape_attrib(label).join(parts)
+
+
+def _join_shape(
+    room: str, role: Role, events_url: str, hold_music_url: str | None, language: str
+) -> str:
+    return to_xml(join_conference(room, _SLOT, role, events_url, hold_music_url, language))
+
+
+@lru_cache(maxsize=_SHAPES)
+def _shaped(shape, *args) -> tuple[str, ...]:
+    """Return the answer `shape(*args)` makes around _SLOT, cut where the caller's words go.
+
+    Joined with those words escaped as ElementTree escapes them there (its own functions for
+    text and for an attribute, private to it but unchanged for years; tests/test_twiml.py
+    checks the result against twilio's own `to_xml`), the answer is the text the whole answer
+    built with them serializes to: XML escaping replaces character by character, whatever
+    surrounds them.
+    """
+    return tuple(shape(*args).split(_SLOT))
 
 
 def participant_label(name: str, phone: str, taken: set[str]) -> str:

@@ -230,10 +230,10 @@ def voice():
         return call.unsent(caller, caller.send_status)
     if caller.send_status is not None:
         # This call was sent its code already (/voice asked again): one code per call.
-        return _twiml(_welcome(caller, by))
+        return _xml(_welcome(caller, by))
 
     note = call.note(caller)
-    welcome = twiml.to_xml(_welcome(caller, by))
+    welcome = _welcome(caller, by)
     ivr = services()
     # A built-in code is made now, and stored with the reservation: one transaction.
     code = ivr.codes.new_code(call.phone)
@@ -308,15 +308,13 @@ def gather():
             if taken is None:  # not read with the caller: no idempotency token, or it failed
                 taken = store.live_labels(caller.room)
             label = twiml.participant_label(caller.name, call.phone, taken)
-            joining = twiml.to_xml(
-                twiml.join_conference(
-                    caller.room,
-                    label,
-                    caller.role,
-                    _public_url("/conference/events"),
-                    caller.hold_music_url,
-                    _language_of(caller),
-                )
+            joining = twiml.join_conference_xml(
+                caller.room,
+                label,
+                caller.role,
+                _public_url("/conference/events"),
+                caller.hold_music_url,
+                _language_of(caller),
             )
         except Exception:
             # The code was right: settle its claim as a success before the caller hears the
@@ -578,7 +576,7 @@ class _Call:
                 ),
             )
         self.log(Outcome.APP_CODE_ASKED, caller)
-        return _twiml(_welcome(caller, CodeBy.APP))
+        return _xml(_welcome(caller, CodeBy.APP))
 
     def unknown_number(self, caller: CallerAtLine | None) -> Response:
         """Refuse a caller who is not on the dialled line's list, in its room's language."""
@@ -721,9 +719,10 @@ def _spoken(language: str) -> str:
     return language
 
 
-def _welcome(caller: CallerAtLine, by: CodeBy) -> VoiceResponse:
+def _welcome(caller: CallerAtLine, by: CodeBy) -> str:
     language = _language_of(caller)
-    return twiml.welcome(caller.name or "", *_gather_urls(by=by, language=language), by, language)
+    urls = _gather_urls(by=by, language=language)
+    return twiml.welcome_xml(caller.name or "", *urls, by, language)
 
 
 def _code_by(value: str | None) -> CodeBy:

@@ -134,12 +134,12 @@ def test_a_right_code_whose_answer_fails_is_settled_and_its_apology_replayed(
     def broken(*args, **kwargs):
         raise ValueError("a room setting the join cannot use")
 
-    working = twiml.join_conference
-    twiml.join_conference = broken
+    working = twiml.join_conference_xml
+    twiml.join_conference_xml = broken
     try:
         first = twilio_sends(client, "/gather", params, token="right-token")
     finally:
-        twiml.join_conference = working
+        twiml.join_conference_xml = working
     again = twilio_sends(client, "/gather", params, token="right-token")
 
     assert [s.text for s in twiml_of(first).iter("Say")] == [twiml.APPLICATION_FAULT]

@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ivr import twiml
+from ivr.languages import LANGUAGES
 from ivr.store import CodeBy, Role
 
 
@@ -88,3 +89,28 @@ def test_to_xml_gives_the_text_twilios_own_to_xml_gives(name, label, room):
     ]
     for answer in answers:
         assert twiml.to_xml(answer) == answer.to_xml()
+
+
+@given(name=xml_text, label=xml_text, room=xml_text, language=st.sampled_from(sorted(LANGUAGES)))
+def test_answers_serialized_once_per_shape_are_the_answers_themselves(name, label, room, language):
+    """The welcome and the join, kept per shape with the caller's words put in, are the text
+    twilio's own to_xml gives for the whole answer, whatever the words (markup, quotes, tabs)."""
+    for by in CodeBy:
+        urls = ("/line/gather", f"/line/gather?reprompt=1&by={by.value}&lang={language}")
+        assert twiml.welcome_xml(name, *urls, by, language) == (
+            twiml.welcome(name, *urls, by, language).to_xml()
+        )
+    for role, music in ((Role.MODERATOR, None), (Role.PARTICIPANT, "https://x.example/a&b.mp3")):
+        events = "https://line.example.com/conference/events"
+        assert twiml.join_conference_xml(room, label, role, events, music, language) == (
+            twiml.join_conference(room, label, role, events, music, language).to_xml()
+        )
+
+
+def test_an_answer_whose_shape_holds_the_slot_character_is_built_whole():
+    odd = "/gather\ue000"
+    assert twiml.welcome_xml("Ann", odd, odd) == twiml.welcome("Ann", odd, odd).to_xml()
+    room = "room\ue000"
+    assert twiml.join_conference_xml(room, "Ann", Role.PARTICIPANT, "https://x/e") == (
+        twiml.join_conference(room, "Ann", Role.PARTICIPANT, "https://x/e").to_xml()
+    )
