@@ -369,6 +369,34 @@ def test_a_caller_is_found_with_the_claim_of_their_webhook(stores):
     assert claimed.caller.send_status == SendStatus.STARTED
 
 
+def test_the_live_labels_come_with_the_claim_of_a_gather(stores):
+    """/gather's claim reads who is in the caller's conference with the caller: every label
+    live there, and none that left, none in another room's conference, none without a label."""
+    from ivr.store import CallerLookup
+
+    store, _ = stores
+    store.import_participants(
+        [
+            ParticipantRow(BLATHERS, "Blathers", Role.PARTICIPANT),
+            ParticipantRow(MABEL, "Mabel", Role.PARTICIPANT, room="board"),
+        ]
+    )
+    lookup = CallerLookup(BLATHERS, None, "CA" + "3" * 32, with_live_labels=True)
+    # Nobody in the conference yet: no labels (an empty set, not "not read").
+    assert store.claim_webhook_finding("token-0", "/gather", lookup).caller.live_labels == set()
+    for n in range(40):
+        store.member_joined("CF" + "1" * 32, "main", f"CA{n:032d}", f"Caller {n}", False)
+    store.member_left(f"CA{7:032d}", "CF" + "1" * 32, "main")
+    store.member_joined("CF" + "1" * 32, "main", "CA" + "x" * 32, None, False)
+    store.member_joined("CF" + "2" * 32, "board", "CA" + "y" * 32, "Mabel", False)
+
+    claimed = store.claim_webhook_finding("token-1", "/gather", lookup)
+
+    expected = {f"Caller {n}" for n in range(40)} - {"Caller 7"}
+    assert claimed.caller.live_labels == expected
+    assert store.live_labels("main") == expected
+
+
 def test_a_code_check_is_claimed_with_the_look_up_for_a_listed_caller_only(stores):
     """/gather claims its check with the webhook claim: counted as `claim_attempt` counts, for
     a caller on the dialled line's list, never for a retry or a number not on the list."""
